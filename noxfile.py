@@ -1,0 +1,44 @@
+"""Sessions: `reproduce` shows the bug, `tests` runs the test suite, `lint`
+checks style and types.
+
+`reproduce` exits with the harness's own code (0 reproduced, 1 a claim
+failed, 2 the harness could not run), so scripts can tell the cases apart.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+
+
+def _harness(session: nox.Session, suite: str) -> None:
+    session.install("-e", ".")
+    command = [f"{session.bin}/clusterproof", "run", "--suite", suite]
+    code = subprocess.call([*command, *session.posargs], env=session.env or None)
+    if code:
+        # nox reports every failure as 1; keep the harness's 1/2 distinction.
+        raise SystemExit(code)
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Run two instances on one database and show every duplicate."""
+    _harness(session, "reproduce")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "ruff", "mypy")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "reference", "harness")
