@@ -232,7 +232,9 @@ class Topology:
                             f"{last_lines(instance.log_path)}"
                         )
                         if not allow_failures:
-                            raise TopologyError(f"instance {instance.id} {instance.error}")
+                            raise TopologyError(
+                                f"instance {instance.id} {instance.error}"
+                            )
                         pending.remove(instance)
                         failed.append(instance)
                     elif self._answers(client, instance, path):
@@ -271,7 +273,9 @@ class Topology:
             instance.stop()
 
     def alive(self) -> list[int]:
-        return [proc.pid for instance in self.instances for proc in instance.processes()]
+        return [
+            proc.pid for instance in self.instances for proc in instance.processes()
+        ]
 
 
 def reference_command() -> list[str]:

@@ -13,7 +13,9 @@ PIN = datetime(2026, 1, 1, 8, 59, 50, tzinfo=UTC)
 
 
 def test_parse_instant_round_trips() -> None:
-    assert format_instant(parse_instant("2026-01-01T08:59:50Z")) == "2026-01-01T08:59:50Z"
+    assert (
+        format_instant(parse_instant("2026-01-01T08:59:50Z")) == "2026-01-01T08:59:50Z"
+    )
 
 
 @pytest.mark.parametrize(

@@ -43,14 +43,20 @@ def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [pid for pid in alive if psutil.pid_exists(pid)
-                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            pid
+            for pid in alive
+            if psutil.pid_exists(pid)
+            and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         time.sleep(0.05)
     return alive
 
 
 def test_instances_start_answer_and_stop_with_their_children(tmp_path: Path) -> None:
-    topology = Topology([instance(tmp_path, "a", SERVER), instance(tmp_path, "b", SERVER)])
+    topology = Topology(
+        [instance(tmp_path, "a", SERVER), instance(tmp_path, "b", SERVER)]
+    )
     try:
         topology.start()
         assert topology.wait_ready("/ready", timeout=10) == []
@@ -77,11 +83,15 @@ def test_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
 
 def test_instance_that_exits_during_boot_names_code_and_log(tmp_path: Path) -> None:
     crash = "print('cannot load the app: no module named cms'); raise SystemExit(3)"
-    topology = Topology([instance(tmp_path, "a", SERVER), instance(tmp_path, "b", crash)])
+    topology = Topology(
+        [instance(tmp_path, "a", SERVER), instance(tmp_path, "b", crash)]
+    )
     try:
         topology.start()
-        with pytest.raises(TopologyError, match="instance b exited during boot with "
-                           "code 3: cannot load the app"):
+        with pytest.raises(
+            TopologyError,
+            match="instance b exited during boot with code 3: cannot load the app",
+        ):
             topology.wait_ready("/ready", timeout=10)
         pids = topology.alive()
     finally:
@@ -91,7 +101,10 @@ def test_instance_that_exits_during_boot_names_code_and_log(tmp_path: Path) -> N
 
 def test_allowed_boot_failures_are_returned(tmp_path: Path) -> None:
     topology = Topology(
-        [instance(tmp_path, "a", SERVER), instance(tmp_path, "b", "raise SystemExit(3)")]
+        [
+            instance(tmp_path, "a", SERVER),
+            instance(tmp_path, "b", "raise SystemExit(3)"),
+        ]
     )
     try:
         topology.start()

@@ -1,0 +1,405 @@
+"""One scenario run, stage by stage: database, sinks, instances, workload,
+cron, stop, ledgers, checker, claims, result.json.
+
+Whatever stage fails, the topology is torn down and the scenario folder gets
+a result.json whose verdict is "error" and which names the stage; no claim is
+reported as held for a run that did not happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+
+from harness import database
+from harness.checker import Expected, Ledgers, check, summary
+from harness.claims import evaluate
+from harness.clock import PinnedClock, format_instant
+from harness.scenario import Scenario
+from harness.sinks import HttpSink, SmtpSink, read_ledger
+from harness.topology import Instance, Topology, free_port, reference_command
+from harness.workload import Workload
+
+ADMIN_TOKEN = "clusterproof-harness"
+# Slack after clock.until for retries and in-flight deliveries to land.
+SETTLE_SECONDS = 2.0
+GATE_TIMEOUT_SECONDS = 60.0
+
+Progress = Callable[[str, str], None]
+
+
+class StageError(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Options:
+    reports: Path
+    database: str | None = None
+    instances: int | None = None
+
+
+def expected_occurrences(scenario: Scenario) -> list[tuple[str, str]]:
+    """Every fire time of every declared task in (pin, until]."""
+    occurrences = []
+    for task in scenario.tasks:
+        trigger = CronTrigger.from_crontab(task.rule, timezone=task.tz)
+        fire = trigger.get_next_fire_time(
+            None, scenario.clock.pin + timedelta(microseconds=1)
+        )
+        while fire is not None and fire <= scenario.clock.until:
+            occurrences.append((task.name, format_instant(fire)))
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return occurrences
+
+
+def expected_publishes(
+    scenario: Scenario, created: list[dict[str, Any]]
+) -> list[tuple[str, str, int, int]]:
+    """Articles whose publish_at falls in the window of an expected
+    publish-scheduled occurrence: the window is (previous fire, fire]."""
+    events = []
+    for task in scenario.tasks:
+        if task.effect != "publish":
+            continue
+        trigger = CronTrigger.from_crontab(task.rule, timezone=task.tz)
+        for name, fire_text in expected_occurrences(scenario):
+            if name != task.name:
+                continue
+            fire = datetime.fromisoformat(fire_text.replace("Z", "+00:00"))
+            for article, publish_at in created:
+                if publish_at is None:
+                    continue
+                previous = _previous_fire(trigger, fire)
+                if previous < publish_at <= fire:
+                    events.append(("entry.publish", "article", article["id"], 1))
+    return events
+
+
+def _previous_fire(trigger: CronTrigger, fire: datetime) -> datetime:
+    step = timedelta(minutes=1)
+    candidate = fire - step
+    while True:
+        following = trigger.get_next_fire_time(None, candidate)
+        if following is not None and following < fire:
+            return following
+        candidate -= step
+
+
+class ScenarioRun:
+    """Runs one scenario into its folder and returns the result dict."""
+
+    def __init__(
+        self, scenario: Scenario, folder: Path, options: Options, progress: Progress
+    ) -> None:
+        self.scenario = scenario
+        self.folder = folder
+        self.options = options
+        self.progress = progress
+        self.count = options.instances or scenario.topology.instances
+        # Re-anchored when the instances start, so boot gets the full lead.
+        self.clock = PinnedClock(scenario.clock.pin)
+        self.topology: Topology | None = None
+        self.created: list[tuple[dict[str, Any], datetime | None]] = []
+        self.workload_records: list[dict[str, Any]] = []
+        self.timings: dict[str, float] = {}
+        self.database_url = ""
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress(self.scenario.name, name)
+        started = time.monotonic()
+        try:
+            yield
+        except StageError:
+            raise
+        except Exception as exc:  # every failure is reported with its stage
+            raise StageError(name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.timings[name] = round(time.monotonic() - started, 3)
+
+    def run(self) -> dict[str, Any]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "instances").mkdir(exist_ok=True)
+        try:
+            result = self._run()
+        except StageError as exc:
+            result = self._error_result(exc.stage, exc.message)
+        except KeyboardInterrupt:
+            result = self._error_result("interrupted", "stopped by Ctrl-C")
+            self._write(result)
+            raise
+        self._write(result)
+        return result
+
+    def _run(self) -> dict[str, Any]:
+        with ExitStack() as stack:
+            with self.stage("prepare database"):
+                self.database_url = stack.enter_context(
+                    database.prepared(
+                        self.options.database, self.folder, self.scenario.name
+                    )
+                )
+            with self.stage("start sinks"):
+                smtp = stack.enter_context(SmtpSink(self.folder / "smtp.jsonl"))
+                http = stack.enter_context(
+                    HttpSink(self.folder / "http.jsonl", secret=self.webhook_secret)
+                )
+            stack.callback(self._teardown)
+            with self.stage("start instances"):
+                self._start_instances(smtp.port)
+            with self.stage("workload"):
+                self._workload(http.port)
+            with self.stage("cron"):
+                self._wait_for_cron()
+            with self.stage("stop instances"):
+                self._teardown()
+            with self.stage("collect ledgers"):
+                ledgers = self._ledgers()
+            with self.stage("check"):
+                return self._result(ledgers)
+        raise AssertionError("unreachable")
+
+    @property
+    def webhook_secret(self) -> str:
+        return "whsec_" + "Y2x1c3RlcnByb29mLWhhcm5lc3Mtc2VjcmV0"
+
+    def _instance_env(self, index: int, smtp_port: int, gate: Path) -> dict[str, str]:
+        spec = self.scenario.topology
+        env = {
+            "DATABASE_URL": self.database_url,
+            "CLUSTERPROOF_ADMIN__TOKEN": ADMIN_TOKEN,
+            "CLUSTERPROOF_MAIL__SMTP_PORT": str(smtp_port),
+            "CLUSTERPROOF_MAIL__DIGEST_TO": "editors@clusterproof.test",
+            "CLUSTERPROOF_WEBHOOKS__SECRET": self.webhook_secret,
+            "CLUSTERPROOF_UPLOADS__DIR": str(self.folder / "uploads"),
+            **self.clock.env(self.scenario.target.clock),
+            **spec.env,
+        }
+        if spec.start == "together":
+            env["CLUSTERPROOF_START_GATE"] = str(gate)
+        if index < len(spec.instance):
+            own = spec.instance[index]
+            env.update(own.env)
+            if own.cluster_workers is not None:
+                env["CLUSTERPROOF_SERVER__CLUSTER__ENABLED"] = "true"
+                env["CLUSTERPROOF_SERVER__CLUSTER__WORKERS"] = str(own.cluster_workers)
+        return env
+
+    def _start_instances(self, smtp_port: int) -> None:
+        target = self.scenario.target
+        self.clock = PinnedClock(self.scenario.clock.pin)
+        gate = self.folder / "start-gate"
+        gate.unlink(missing_ok=True)
+        instances = []
+        for index in range(self.count):
+            name = chr(ord("a") + index)
+            port = free_port()
+            command = (
+                reference_command() + ["--port", str(port), "--instance-id", name]
+                if target.kind == "reference"
+                else [part.format(port=port, instance=name) for part in target.command]
+            )
+            instances.append(
+                Instance(
+                    id=name,
+                    command=command,
+                    port=port,
+                    env=self._instance_env(index, smtp_port, gate),
+                    workdir=self.folder / "instances" / name,
+                    log_path=self.folder / "instances" / f"{name}.log",
+                )
+            )
+        self.topology = Topology(instances)
+        self.topology.start()
+        if self.scenario.topology.start == "together":
+            self._open_gate(gate)
+        failed = self.topology.wait_ready(
+            target.ready_path,
+            target.boot_timeout,
+            allow_failures=self.scenario.topology.allow_boot_failure,
+        )
+        for instance in failed:
+            self.progress(
+                self.scenario.name,
+                f"instance {instance.id} failed during boot: {instance.error}",
+            )
+
+    def _open_gate(self, gate: Path) -> None:
+        """Release every instance at once, after all have reached the gate."""
+        assert self.topology is not None
+        deadline = time.monotonic() + GATE_TIMEOUT_SECONDS
+        for instance in self.topology:
+            marker = Path(f"{gate}.{instance.id}")
+            while not marker.exists():
+                if instance.exit_code is not None:
+                    raise StageError(
+                        "start instances",
+                        f"instance {instance.id} exited with code "
+                        f"{instance.exit_code} before the start gate; "
+                        f"see {instance.log_path}",
+                    )
+                if time.monotonic() > deadline:
+                    raise StageError(
+                        "start instances",
+                        f"instance {instance.id} did not reach the start gate in "
+                        f"{GATE_TIMEOUT_SECONDS:.0f} s; see {instance.log_path}",
+                    )
+                time.sleep(0.01)
+        gate.touch()
+
+    def _workload(self, http_port: int) -> None:
+        assert self.topology is not None
+        ready = [i for i in self.topology if i.exit_code is None]
+        workload = Workload(ready[0].url, ADMIN_TOKEN, self.folder / "workload.jsonl")
+        try:
+            workload.subscribe(f"http://127.0.0.1:{http_port}/hooks")
+            for article in self.scenario.workload.articles:
+                body = workload.create_article(article.title, article.publish_at)
+                self.created.append((body, article.publish_at))
+        finally:
+            self.workload_records = workload.records
+            workload.close()
+
+    def _wait_for_cron(self) -> None:
+        remaining = self.clock.seconds_until(self.scenario.clock.until) + SETTLE_SECONDS
+        deadline = time.monotonic() + max(0.0, remaining)
+        while time.monotonic() < deadline:
+            self.progress(
+                self.scenario.name,
+                f"cron: pinned clock {format_instant(self.clock.now())[11:19]}, "
+                f"until {format_instant(self.scenario.clock.until)[11:19]}",
+            )
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def _teardown(self) -> None:
+        if self.topology is not None:
+            self.topology.stop()
+
+    def _ledgers(self) -> Ledgers:
+        server = database.read_ledgers(self.database_url)
+        assert self.topology is not None
+        return Ledgers(
+            emails=read_ledger(self.folder / "smtp.jsonl"),
+            webhooks=read_ledger(self.folder / "http.jsonl"),
+            cron_executions=server["cron_executions"],
+            migration_runs=server["migration_runs"],
+            deliveries=server["deliveries"],
+            instances=[self._instance_row(instance) for instance in self.topology],
+        )
+
+    def _instance_row(self, instance: Instance) -> dict[str, Any]:
+        return {
+            "id": instance.id,
+            "pid": instance.pid,
+            "port": instance.port,
+            "exit_code": instance.exit_code,
+            "error": instance.error,
+            "ready_seconds": instance.ready_seconds,
+            "cpu_seconds": round(instance.usage.cpu_seconds, 3),
+            "peak_cpu_percent": round(instance.usage.peak_cpu_percent, 1),
+            "peak_rss_mb": round(instance.usage.peak_rss_mb, 1),
+            "peak_processes": instance.usage.peak_processes,
+            "log": str(instance.log_path.relative_to(self.folder)),
+        }
+
+    def _expected(self) -> Expected:
+        events = [
+            ("entry.create", "article", body["id"], 1) for body, _ in self.created
+        ]
+        events += expected_publishes(self.scenario, self.created)
+        return Expected(
+            occurrences=expected_occurrences(self.scenario),
+            events=events,
+            mail_tasks={t.name for t in self.scenario.tasks if t.effect == "email"},
+            clock_offset_seconds=self.clock.offset,
+        )
+
+    def _result(self, ledgers: Ledgers) -> dict[str, Any]:
+        outcome = check(ledgers, self._expected())
+        claims = [
+            evaluate(
+                claim.check.format(instances=self.count),
+                outcome.metrics,
+                name=claim.name,
+            )
+            for claim in self.scenario.claims
+        ]
+        held = all(claim.held for claim in claims)
+        return {
+            **self._header(),
+            "verdict": self._verdict(held),
+            **summary(outcome),
+            "instances": ledgers.instances,
+            "claims": [claim.as_dict() for claim in claims],
+            "details": outcome.details(),
+            "timings": self.timings,
+        }
+
+    def _verdict(self, held: bool) -> str:
+        if self.scenario.suite == "reproduce":
+            return "reproduced" if held else "not reproduced"
+        return "held" if held else "failed"
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "description": self.scenario.description,
+            "suite": self.scenario.suite,
+            "database": "postgresql" if self.options.database else "sqlite",
+            "instance_count": self.count,
+            "clock_pin": format_instant(self.scenario.clock.pin),
+            "files": sorted(
+                str(path.relative_to(self.folder))
+                for path in self.folder.rglob("*")
+                if path.is_file() and path.suffix in {".log", ".jsonl"}
+            ),
+        }
+
+    def _error_result(self, stage: str, message: str) -> dict[str, Any]:
+        instances = (
+            [self._instance_row(instance) for instance in self.topology]
+            if self.topology
+            else []
+        )
+        return {
+            **self._header(),
+            "verdict": "error",
+            "error": {"stage": stage, "message": message},
+            "instances": instances,
+            "claims": [],
+            "timings": self.timings,
+        }
+
+    def _write(self, result: dict[str, Any]) -> None:
+        path = self.folder / "result.json"
+        partial = path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        os.replace(partial, path)
+
+
+def new_run_folder(reports: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = reports / f"{stamp}-{secrets.token_hex(2)}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def point_latest(reports: Path, folder: Path) -> None:
+    latest = reports / "latest"
+    temporary = reports / f".latest-{secrets.token_hex(4)}"
+    temporary.symlink_to(folder.name)
+    os.replace(temporary, latest)

@@ -1,0 +1,145 @@
+"""Scenario files: one TOML file per scenario, validated before anything runs.
+
+Adding a scenario needs no Python: the file names the topology, the database,
+the clock pin, the cron tasks the run expects to fire, the workload and the
+claims.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.claims import ClaimError, parse_claim
+from harness.clock import ClockError, parse_instant
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class ScenarioError(Exception):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """What is started: the reference server, or any command that takes a port
+    and environment variables."""
+
+    kind: Literal["reference", "command"] = "reference"
+    command: list[str] = []
+    clock: Literal["in-process", "libfaketime"] = "in-process"
+    ready_path: str = "/_health/ready"
+    boot_timeout: float = Field(default=30.0, gt=0)
+
+
+class InstanceSpec(_Strict):
+    env: dict[str, str] = {}
+    cluster_workers: int | None = Field(default=None, ge=1, le=256)
+
+
+class Topology(_Strict):
+    instances: int = Field(default=1, ge=1, le=16)
+    start: Literal["together", "staggered"] = "together"
+    allow_boot_failure: bool = False
+    env: dict[str, str] = {}
+    instance: list[InstanceSpec] = []
+
+
+class Database(_Strict):
+    kind: Literal["sqlite", "postgresql"] = "sqlite"
+
+
+class Clock(_Strict):
+    pin: datetime
+    until: datetime
+
+    @field_validator("pin", "until", mode="before")
+    @classmethod
+    def _instant(cls, value: object) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_instant(str(value))
+        except ClockError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class CronTask(_Strict):
+    name: str
+    rule: str
+    tz: str = "UTC"
+    effect: Literal["email", "publish"]
+
+
+class ScheduledArticle(_Strict):
+    title: str
+    publish_at: datetime
+
+
+class Workload(_Strict):
+    articles: list[ScheduledArticle] = []
+
+
+class Claim(_Strict):
+    name: str
+    check: str
+
+
+class Scenario(_Strict):
+    name: str
+    description: str
+    suite: Literal["reproduce", "verify-cluster"]
+    target: Target = Target()
+    topology: Topology = Topology()
+    database: Database = Database()
+    clock: Clock
+    tasks: list[CronTask] = []
+    workload: Workload = Workload()
+    claims: list[Claim] = Field(min_length=1)
+
+
+def load(path: Path) -> Scenario:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"scenario file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ScenarioError(
+            f"{path}: {where}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
+
+    if scenario.clock.until <= scenario.clock.pin:
+        raise ScenarioError(f"{path}: clock.until must be after clock.pin")
+    for claim in scenario.claims:
+        try:
+            parse_claim(claim.check.format(instances=1))
+        except (ClaimError, KeyError, IndexError) as exc:
+            raise ScenarioError(f"{path}: claim {claim.name!r}: {exc}") from None
+    return scenario
+
+
+def find(name: str, directory: Path = SCENARIO_DIR) -> Path:
+    path = directory / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+        raise ScenarioError(f"unknown scenario {name!r}; known scenarios: {known}")
+    return path
+
+
+def suite(name: str, directory: Path = SCENARIO_DIR) -> list[Scenario]:
+    scenarios = [load(path) for path in sorted(directory.glob("*.toml"))]
+    return [scenario for scenario in scenarios if scenario.suite == name]

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import scenario as scenarios
+from harness.runner import expected_occurrences
+
+MINIMAL = """
+name = "tiny"
+suite = "reproduce"
+description = "one instance"
+[clock]
+pin = "2026-01-01T08:59:50Z"
+until = "2026-01-01T09:01:05Z"
+[[tasks]]
+name = "daily-digest"
+rule = "0 9 * * *"
+effect = "email"
+[[tasks]]
+name = "publish-scheduled"
+rule = "* * * * *"
+effect = "publish"
+[[claims]]
+name = "digest once"
+check = "emails_per_occurrence[daily-digest] == 1"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_scenarios_load() -> None:
+    names = {path.stem for path in scenarios.SCENARIO_DIR.glob("*.toml")}
+    assert {"two-instances", "boot-race"} <= names
+    for path in scenarios.SCENARIO_DIR.glob("*.toml"):
+        assert scenarios.load(path).name == path.stem
+
+
+def test_expected_occurrences_cover_pin_to_until(tmp_path: Path) -> None:
+    scenario = scenarios.load(write(tmp_path, MINIMAL))
+    assert expected_occurrences(scenario) == [
+        ("daily-digest", "2026-01-01T09:00:00Z"),
+        ("publish-scheduled", "2026-01-01T09:00:00Z"),
+        ("publish-scheduled", "2026-01-01T09:01:00Z"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("name = ", "not valid TOML"),
+        (MINIMAL.replace('suite = "reproduce"', 'suite = "nope"'), "suite"),
+        (MINIMAL + "\nsurprise = 1\n", "surprise"),
+        (MINIMAL.replace("09:01:05Z", "08:00:00Z"), "clock.until must be after"),
+        (MINIMAL.replace("08:59:50Z", "soon"), "clock.pin"),
+        (MINIMAL.replace("== 1", "== one"), "claim 'digest once'"),
+        (MINIMAL.replace('effect = "email"', 'effect = "fax"'), "tasks.0.effect"),
+    ],
+)
+def test_broken_scenarios_name_the_problem(
+    tmp_path: Path, text: str, match: str
+) -> None:
+    with pytest.raises(scenarios.ScenarioError, match=match):
+        scenarios.load(write(tmp_path, text))
+
+
+def test_unknown_scenario_lists_the_known_ones() -> None:
+    with pytest.raises(
+        scenarios.ScenarioError, match="known scenarios: .*two-instances"
+    ):
+        scenarios.find("three-instances")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(scenarios.ScenarioError, match="does not exist"):
+        scenarios.load(tmp_path / "absent.toml")
