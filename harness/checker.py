@@ -253,11 +253,13 @@ def migration_rows(runs: list[Row]) -> list[MigrationRow]:
 
 
 def failed_instances(instances: list[Row]) -> list[Row]:
-    """Instances that exited with a non-zero code (still running is not failed)."""
+    """Instances that failed before the harness stopped them: the runner
+    sets ``error`` on those; the exit code of a stop it asked for does not
+    count (uvicorn re-raises SIGTERM after a clean shutdown, so that is -15)."""
     return [
         {k: instance.get(k) for k in ("id", "pid", "exit_code", "error")}
         for instance in instances
-        if instance.get("exit_code") not in (None, 0)
+        if instance.get("error")
     ]
 
 

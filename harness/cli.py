@@ -24,7 +24,8 @@ EXIT_HELD = 0
 EXIT_CLAIM_FAILED = 1
 EXIT_HARNESS = 2
 
-console = Console(stderr=True)
+# Logs piped to a file (CI) keep the table readable rather than 80 columns.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _instances(text: str) -> int:

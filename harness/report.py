@@ -144,6 +144,8 @@ _INSTANCE_COLUMNS = (
     "port",
     "exit_code",
     "error",
+    "ready_seconds",
+    "cpu_seconds",
     "peak_cpu_percent",
     "peak_rss_mb",
     "log",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,9 +26,16 @@ from harness import database
 from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
 from harness.clock import PinnedClock, format_instant
+from harness.faults import Replacements, Shutdown, kill_worker, worker_pids
 from harness.scenario import Scenario
 from harness.sinks import HttpSink, SmtpSink, read_ledger
-from harness.topology import Instance, Topology, free_port, reference_command
+from harness.topology import (
+    Instance,
+    Topology,
+    free_port,
+    last_lines,
+    reference_command,
+)
 from harness.workload import Workload
 
 ADMIN_TOKEN = "clusterproof-harness"
@@ -114,7 +122,9 @@ class ScenarioRun:
         self.clock = PinnedClock(scenario.clock.pin)
         self.topology: Topology | None = None
         self.created: list[tuple[dict[str, Any], datetime | None]] = []
-        self.workload_records: list[dict[str, Any]] = []
+        self.workload: Workload | None = None
+        self.replacements = Replacements()
+        self.extra_metrics: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.database_url = ""
 
@@ -163,6 +173,9 @@ class ScenarioRun:
                 self._start_instances(smtp.port)
             with self.stage("workload"):
                 self._workload(http.port)
+            if self.scenario.workload.writes or self.scenario.faults:
+                with self.stage("traffic and faults"):
+                    self._traffic_and_faults()
             with self.stage("cron"):
                 self._wait_for_cron()
             with self.stage("stop instances"):
@@ -224,9 +237,11 @@ class ScenarioRun:
                 )
             )
         self.topology = Topology(instances)
-        self.topology.start()
         if self.scenario.topology.start == "together":
+            self.topology.start()
             self._open_gate(gate)
+        else:
+            self.topology.start(one_by_one=(target.ready_path, target.boot_timeout))
         failed = self.topology.wait_ready(
             target.ready_path,
             target.boot_timeout,
@@ -263,16 +278,52 @@ class ScenarioRun:
 
     def _workload(self, http_port: int) -> None:
         assert self.topology is not None
-        ready = [i for i in self.topology if i.exit_code is None]
-        workload = Workload(ready[0].url, ADMIN_TOKEN, self.folder / "workload.jsonl")
+        urls = [i.url for i in self.topology if i.exit_code is None]
+        self.workload = Workload(urls, ADMIN_TOKEN, self.folder / "workload.jsonl")
+        self.workload.subscribe(f"http://127.0.0.1:{http_port}/hooks")
+        for article in self.scenario.workload.articles:
+            body = self.workload.create_article(article.title, article.publish_at)
+            self.created.append((body, article.publish_at))
+
+    def _traffic_and_faults(self) -> None:
+        """The write corpus runs in the background while faults are applied."""
+        assert self.topology is not None and self.workload is not None
+        spec = self.scenario.workload
+        traffic = threading.Thread(
+            target=self.workload.writes, args=(spec.writes, spec.concurrency)
+        )
+        traffic.start()
         try:
-            workload.subscribe(f"http://127.0.0.1:{http_port}/hooks")
-            for article in self.scenario.workload.articles:
-                body = workload.create_article(article.title, article.publish_at)
-                self.created.append((body, article.publish_at))
+            for fault in self.scenario.faults:
+                instance = self._instance(fault.instance)
+                if fault.kind == "kill-worker":
+                    for _ in range(fault.count):
+                        time.sleep(0.3)
+                        self.replacements.seconds.append(kill_worker(instance))
+                else:
+                    shutdown = Shutdown(in_flight=fault.in_flight)
+                    shutdown.run(instance, fault.deadline)
+                    self.extra_metrics.update(shutdown.metrics())
         finally:
-            self.workload_records = workload.records
-            workload.close()
+            traffic.join()
+        serving = self.workload.serving_pids()
+        workers = [pid for i in self.topology for pid in worker_pids(i)]
+        self.extra_metrics.update(
+            requests=len(self.workload.records),
+            failed_requests=len(self.workload.failed_requests()),
+            serving_processes=len(serving),
+            idle_workers=sum(1 for pid in workers if pid not in serving),
+            **self.replacements.metrics(),
+        )
+
+    def _instance(self, name: str) -> Instance:
+        assert self.topology is not None
+        for instance in self.topology:
+            if instance.id == name:
+                return instance
+        raise StageError(
+            "faults", f"fault names instance {name!r}, which is not started"
+        )
 
     def _wait_for_cron(self) -> None:
         remaining = self.clock.seconds_until(self.scenario.clock.until) + SETTLE_SECONDS
@@ -286,8 +337,16 @@ class ScenarioRun:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
     def _teardown(self) -> None:
-        if self.topology is not None:
-            self.topology.stop()
+        if self.topology is None:
+            return
+        for instance in self.topology:
+            code = instance.exit_code
+            if code is not None and instance.error is None:
+                instance.error = (
+                    f"exited with code {code} before the run ended: "
+                    f"{last_lines(instance.log_path)}"
+                )
+        self.topology.stop()
 
     def _ledgers(self) -> Ledgers:
         server = database.read_ledgers(self.database_url)
@@ -317,9 +376,7 @@ class ScenarioRun:
         }
 
     def _expected(self) -> Expected:
-        events = [
-            ("entry.create", "article", body["id"], 1) for body, _ in self.created
-        ]
+        events = list(self.workload.expected_events()) if self.workload else []
         events += expected_publishes(self.scenario, self.created)
         return Expected(
             occurrences=expected_occurrences(self.scenario),
@@ -330,12 +387,9 @@ class ScenarioRun:
 
     def _result(self, ledgers: Ledgers) -> dict[str, Any]:
         outcome = check(ledgers, self._expected())
+        metrics = {**outcome.metrics, **self.extra_metrics}
         claims = [
-            evaluate(
-                claim.check.format(instances=self.count),
-                outcome.metrics,
-                name=claim.name,
-            )
+            evaluate(claim.check.format(instances=self.count), metrics, name=claim.name)
             for claim in self.scenario.claims
         ]
         held = all(claim.held for claim in claims)
@@ -345,6 +399,7 @@ class ScenarioRun:
             **summary(outcome),
             "instances": ledgers.instances,
             "claims": [claim.as_dict() for claim in claims],
+            "measures": self.extra_metrics,
             "details": outcome.details(),
             "timings": self.timings,
         }

@@ -85,6 +85,19 @@ class ScheduledArticle(_Strict):
 
 class Workload(_Strict):
     articles: list[ScheduledArticle] = []
+    # The write corpus: articles created, updated and some deleted over HTTP.
+    writes: int = Field(default=0, ge=0, le=10_000)
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+
+class Fault(_Strict):
+    kind: Literal["kill-worker", "terminate"]
+    instance: str = "a"
+    count: int = Field(default=1, ge=1, le=20)
+    # terminate: slow uploads in flight when SIGTERM arrives, and how long the
+    # instance may take to drain and exit.
+    in_flight: int = Field(default=4, ge=0, le=64)
+    deadline: float = Field(default=15.0, gt=0)
 
 
 class Claim(_Strict):
@@ -102,6 +115,7 @@ class Scenario(_Strict):
     clock: Clock
     tasks: list[CronTask] = []
     workload: Workload = Workload()
+    faults: list[Fault] = []
     claims: list[Claim] = Field(min_length=1)
 
 

@@ -156,6 +156,8 @@ class Sampler(threading.Thread):
         self.interval = interval
         self._stopped = threading.Event()
         self._cpu: dict[tuple[str, int], float] = {}
+        # psutil measures cpu_percent between two calls on the same object.
+        self._known: dict[int, psutil.Process] = {}
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):
@@ -165,7 +167,7 @@ class Sampler(threading.Thread):
     def sample(self, instance: Instance) -> None:
         rss = 0
         percent = 0.0
-        procs = instance.processes()
+        procs = [self._known.setdefault(p.pid, p) for p in instance.processes()]
         for proc in procs:
             try:
                 with proc.oneshot():
@@ -202,12 +204,17 @@ class Topology:
     def __iter__(self) -> Iterator[Instance]:
         return iter(self.instances)
 
-    def start(self) -> None:
+    def start(self, one_by_one: tuple[str, float] | None = None) -> None:
+        """Start every instance; with ``one_by_one=(ready_path, timeout)``,
+        each waits for the one before it to be ready (a rolling start)."""
         for instance in self.instances:
             check_port_free(instance.port, instance.host)
+        self.sampler.start()
         for instance in self.instances:
             instance.start()
-        self.sampler.start()
+            if one_by_one is not None:
+                path, timeout = one_by_one
+                Topology([instance]).wait_ready(path, timeout)
 
     def wait_ready(
         self, path: str, timeout: float, allow_failures: bool = False

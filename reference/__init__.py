@@ -1,0 +1,1 @@
+"""clusterproof reference server: a small CMS with today's single-process design."""

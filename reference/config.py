@@ -1,0 +1,279 @@
+"""Settings of the reference server, and the duties an instance takes on."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+MAX_WORKERS = 256
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+# The TOML file is chosen at load time (--config or CLUSTERPROOF_CONFIG), but
+# pydantic-settings builds its sources in a classmethod; the path travels here.
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line for people."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClusterSettings(_Section):
+    enabled: bool = False
+    workers: int = 0
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _real_boolean(cls, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"server.cluster.enabled must be true or false, got {value!r}")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> int:
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value.strip())
+        if number is None or not 0 <= number <= MAX_WORKERS:
+            raise ValueError(
+                "server.cluster.workers must be a whole number from 0 to "
+                f"{MAX_WORKERS}, got {value!r}"
+            )
+        return number
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1337, ge=0, le=65535)
+    cluster: ClusterSettings = ClusterSettings()
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class InstanceSettings(_Section):
+    id: str = Field(default_factory=_default_instance_id, min_length=1)
+    type: Literal["primary", "worker"] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if value in ("primary", "worker"):
+            return value
+        raise ValueError(
+            f"INSTANCE_TYPE must be primary or worker (or unset), got {value!r}"
+        )
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///./data/clusterproof.db"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                f"database.url must be a sqlite:/// or postgresql:// url, got {value!r}"
+            )
+        return value
+
+
+class AdminSettings(_Section):
+    token: str | None = None
+
+
+class UploadSettings(_Section):
+    dir: Path = Path("./data/uploads")
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+
+
+class MailSettings(_Section):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    from_address: str = "clusterproof@localhost"
+    digest_to: str = "editors@localhost"
+
+
+class WebhookSettings(_Section):
+    secret: str | None = None
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_seconds: float = Field(default=0.5, ge=0)
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_secret(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ok = value.startswith("whsec_") and bool(base64.b64decode(value[6:]))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                "webhooks.secret must be 'whsec_' followed by base64, got "
+                f"{value[:10]!r}..."
+            )
+        return value
+
+
+class ClockSettings(_Section):
+    pin: datetime | None = None
+    anchor: float | None = None
+
+    @field_validator("pin")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class _AliasSource(PydanticBaseSettingsSource):
+    """Plain DATABASE_URL and INSTANCE_TYPE, the names operators already use."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if "DATABASE_URL" in os.environ:
+            found["database"] = {"url": os.environ["DATABASE_URL"]}
+        if "INSTANCE_TYPE" in os.environ:
+            found["instance"] = {"type": os.environ["INSTANCE_TYPE"]}
+        return found
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLUSTERPROOF_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    server: ServerSettings = ServerSettings()
+    instance: InstanceSettings = Field(default_factory=InstanceSettings)
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    uploads: UploadSettings = UploadSettings()
+    mail: MailSettings = MailSettings()
+    webhooks: WebhookSettings = WebhookSettings()
+    clock: ClockSettings = ClockSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, _AliasSource(settings_cls)]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from overrides (CLI), env, the TOML file and defaults.
+
+    Raises ConfigError with one line naming the setting, the value and the rule.
+    """
+    path = config_file or os.environ.get("CLUSTERPROOF_CONFIG")
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    token = _config_file.set(Path(path) if path else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    except ValueError as exc:  # a malformed TOML file or env JSON
+        raise ConfigError(f"cannot read settings: {exc}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def _one_line(exc: ValidationError) -> str:
+    """First problem of a ValidationError as one line for people."""
+    error = exc.errors()[0]
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg'].lower()}, got {error.get('input')!r}"
+
+
+@dataclass(frozen=True)
+class Duties:
+    """What an instance does besides existing: derived, never configured."""
+
+    runs_migrations: bool
+    runs_cron: bool
+    delivers_webhooks: bool
+    serves_http: bool
+    # Today's webhook runner lives in the memory of the process that raised
+    # the event; a primary delivers for every instance (see webhooks.py).
+    delivers_all_events: bool = False
+
+    @property
+    def runs_services(self) -> bool:
+        return self.runs_cron or self.delivers_webhooks
+
+
+def duties_for(settings: Settings) -> Duties:
+    """Duties of the process started with these settings.
+
+    Cluster off and no INSTANCE_TYPE is today's behaviour: everything.
+    """
+    if settings.instance.type == "worker":
+        return worker_child_duties()
+    primary = settings.instance.type == "primary" or settings.server.cluster.enabled
+    return Duties(
+        runs_migrations=True,
+        runs_cron=True,
+        delivers_webhooks=True,
+        # In cluster mode the forked workers serve HTTP, not the primary.
+        serves_http=not settings.server.cluster.enabled,
+        delivers_all_events=primary,
+    )
+
+
+def worker_child_duties() -> Duties:
+    """Duties of a worker: serve HTTP, nothing else."""
+    return Duties(
+        runs_migrations=False,
+        runs_cron=False,
+        delivers_webhooks=False,
+        serves_http=True,
+    )
+
+
+def role_of(settings: Settings) -> str:
+    """Name used in log lines: primary, worker, or instance (today's mode)."""
+    if settings.server.cluster.enabled:
+        return "primary"
+    return settings.instance.type or "instance"

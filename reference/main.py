@@ -1,0 +1,161 @@
+"""Entry point: settings, pinned clock, migrations, then serve.
+
+Single-process mode (today's design) lives here. Cluster mode hands over to
+reference.supervisor, which reuses the seams below: build_app (app.py) and
+start_services / stop_services (services.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+
+from reference import migrate
+from reference.app import build_app
+from reference.clock import apply_clock
+from reference.config import (
+    ConfigError,
+    Duties,
+    Settings,
+    duties_for,
+    load_settings,
+    role_of,
+)
+from reference.db import make_engine
+from reference.logs import setup_logging
+from reference.services import start_services, stop_services
+
+EXIT_OK = 0
+EXIT_SERVE_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_MIGRATION = 3
+SCHEMA_WAIT_SECONDS = 60.0
+
+log = logging.getLogger("reference")
+
+# The seams the cluster supervisor reuses.
+__all__ = [
+    "build_app",
+    "main",
+    "prepare_schema",
+    "serve",
+    "start_services",
+    "stop_services",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="clusterproof-server", description="clusterproof reference CMS server"
+    )
+    parser.add_argument("--host", help="address to listen on (server.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (server.port)")
+    parser.add_argument("--config", help="TOML settings file (CLUSTERPROOF_CONFIG)")
+    parser.add_argument("--instance-id", help="name of this instance (instance.id)")
+    return parser.parse_args(argv)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    if server:
+        overrides["server"] = server
+    if args.instance_id:
+        overrides["instance"] = {"id": args.instance_id}
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config, **cli_overrides(args))
+    except ConfigError as exc:
+        print(f"clusterproof-server: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    # Before the engine, app or scheduler exist: they read the wall clock.
+    apply_clock(settings.clock)
+    setup_logging(role_of(settings), settings.instance.id)
+    if settings.server.cluster.enabled:
+        return _run_cluster(settings)
+
+    duties = duties_for(settings)
+    code = prepare_schema(settings, duties)
+    if code != EXIT_OK:
+        return code
+    return serve(settings, duties)
+
+
+def prepare_schema(settings: Settings, duties: Duties) -> int:
+    """Pass the start gate, then migrate (or wait for head): an exit code."""
+    engine = make_engine(settings.database.url)
+    try:
+        migrate.pass_start_gate(settings.instance.id)
+        if duties.runs_migrations:
+            applied = migrate.upgrade(engine, settings.instance.id)
+            log.info("migrations at head (%d applied)", applied)
+        else:
+            migrate.wait_for_head(engine, SCHEMA_WAIT_SECONDS)
+            log.info("schema at head, migrated by another instance")
+    except migrate.MigrationError as exc:
+        log.error("%s", exc)
+        return EXIT_MIGRATION
+    finally:
+        engine.dispose()
+    return EXIT_OK
+
+
+def serve(
+    settings: Settings, duties: Duties, sockets: list[socket.socket] | None = None
+) -> int:
+    """Serve HTTP until SIGTERM/SIGINT; the app's lifespan runs the services.
+
+    With sockets (a cluster worker), serve on those instead of binding.
+    """
+    app = build_app(settings, duties)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    def stop_serving(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    # uvicorn handles SIGTERM/SIGINT while it runs, then re-raises the signal
+    # to the handler that was there before. This one makes that re-raise (and
+    # a signal arriving just before uvicorn starts) a clean stop, exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop_serving)
+    log.info("serving on %s:%d", settings.server.host, settings.server.port)
+    server.run(sockets=sockets)
+    if not server.started:
+        log.error("could not start serving on port %d", settings.server.port)
+        return EXIT_SERVE_FAILED
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _run_cluster(settings: Settings) -> int:
+    # The supervisor module owns cluster mode; it reuses build_app, serve and
+    # start_services / stop_services from here.
+    from reference import supervisor
+
+    run_cluster = getattr(supervisor, "run_cluster", None)
+    if run_cluster is None:
+        log.error(
+            "server.cluster.enabled=true needs reference.supervisor.run_cluster; "
+            "set it to false to run in single-process mode"
+        )
+        return EXIT_CONFIG
+    return int(run_cluster(settings))

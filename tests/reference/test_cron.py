@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+from tests.reference.support import Inbox
+from sqlalchemy import Engine, select
+
+from reference.config import Settings
+from reference.cron import (
+    CronContext,
+    CronService,
+    CronTask,
+    occurrence_at,
+    previous_occurrence,
+)
+from reference.cron_tasks import TASKS, publish_window
+from reference.db import session_factory
+from reference.models import Article, CronExecution, Event
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+DAILY = CronTask(task=TASKS["daily-digest"].task, rule="0 9 * * *").trigger()
+MINUTELY = CronTask(task=TASKS["daily-digest"].task, rule="* * * * *").trigger()
+
+
+@pytest.mark.parametrize(
+    ("now", "occurrence"),
+    [
+        ("2026-01-01T09:00:00", "2026-01-01T09:00:00"),
+        ("2026-01-01T09:00:00.004", "2026-01-01T09:00:00"),
+        ("2026-01-01T09:00:29.9", "2026-01-01T09:00:00"),
+    ],
+)
+def test_occurrence_of_a_late_start(now: str, occurrence: str) -> None:
+    assert occurrence_at(DAILY, at(now)) == at(occurrence)
+    assert occurrence_at(MINUTELY, at(now)) == at(occurrence)
+
+
+def test_no_occurrence_outside_the_grace() -> None:
+    with pytest.raises(ValueError, match="^no occurrence of "):
+        occurrence_at(DAILY, at("2026-01-01T09:00:31"))
+    with pytest.raises(ValueError, match="^no occurrence of "):
+        occurrence_at(DAILY, at("2026-01-01T08:59:59"))
+
+
+def test_previous_occurrence() -> None:
+    assert previous_occurrence(DAILY, at("2026-01-01T09:00")) == at("2025-12-31T09:00")
+    assert previous_occurrence(MINUTELY, at("2026-01-01T00:00")) == at(
+        "2025-12-31T23:59"
+    )
+    mondays = CronTask(task=TASKS["daily-digest"].task, rule="30 8 * * mon").trigger()
+    assert previous_occurrence(mondays, at("2026-01-05T08:30")) == at(
+        "2025-12-29T08:30"
+    )
+    paris = CronTask(
+        task=TASKS["daily-digest"].task, rule="0 9 * * *", tz="Europe/Paris"
+    ).trigger()
+    assert occurrence_at(paris, at("2026-07-01T07:00:01")) == at("2026-07-01T07:00")
+    assert previous_occurrence(paris, at("2026-07-01T07:00")) == at("2026-06-30T07:00")
+
+
+def _article(engine: Engine, title: str, publish_at: datetime | None) -> int:
+    now = at("2026-01-01T08:00")
+    with session_factory(engine).begin() as session:
+        article = Article(
+            title=title,
+            body="",
+            publish_at=publish_at,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(article)
+        session.flush()
+        return article.id
+
+
+def test_publish_window_is_a_function_of_the_occurrence(engine: Engine) -> None:
+    early = _article(engine, "early", at("2026-01-01T08:58:59"))
+    inside = _article(engine, "inside", at("2026-01-01T08:59:30"))
+    edge = _article(engine, "edge", at("2026-01-01T09:00:00"))
+    _article(engine, "late", at("2026-01-01T09:00:01"))
+    _article(engine, "unscheduled", None)
+
+    window = (at("2026-01-01T08:59"), at("2026-01-01T09:00"))
+    published = publish_window(engine, *window, "a")
+    assert [e["id"] for e in published] == [inside, edge]
+    assert {e["published_at"] for e in published} == {"2026-01-01T09:00:00Z"}
+    assert {e["version"] for e in published} == {1}
+
+    # A second execution of the same occurrence (another instance) publishes
+    # the same articles again: the duplicate the project reproduces.
+    assert [e["id"] for e in publish_window(engine, *window, "b")] == [inside, edge]
+    with session_factory(engine)() as session:
+        events = session.execute(
+            select(Event.event, Event.entry_id, Event.entry_version, Event.origin)
+            .where(Event.event == "entry.publish")
+            .order_by(Event.id)
+        ).all()
+        early_article = session.get(Article, early)
+    assert events == [
+        ("entry.publish", inside, 1, "a"),
+        ("entry.publish", edge, 1, "a"),
+        ("entry.publish", inside, 1, "b"),
+        ("entry.publish", edge, 1, "b"),
+    ]
+    assert early_article is not None and early_article.published_at is None
+
+
+async def _boom(context: CronContext) -> None:
+    raise RuntimeError(f"boom at {context.occurrence:%H:%M}")
+
+
+def test_every_execution_is_in_the_ledger(engine: Engine, settings: Settings) -> None:
+    seen: list[tuple[datetime, datetime | None]] = []
+
+    async def remember(context: CronContext) -> None:
+        seen.append((context.occurrence, context.previous_occurrence))
+
+    tasks = {
+        "remember": CronTask(task=remember, rule="* * * * *"),
+        "boom": CronTask(task=_boom, rule="* * * * *"),
+    }
+    cron = CronService(engine, settings, tasks)
+    occurrence, previous = at("2026-01-01T09:00"), at("2026-01-01T08:59")
+    ok = asyncio.run(cron.execute("remember", occurrence, previous))
+    failed = asyncio.run(cron.execute("boom", occurrence, previous))
+
+    assert seen == [(occurrence, previous)]
+    assert (ok.outcome, ok.error) == ("ok", None)
+    assert (failed.outcome, failed.error) == ("error", "RuntimeError: boom at 09:00")
+    with session_factory(engine)() as session:
+        rows = [r.to_dict() for r in session.scalars(select(CronExecution))]
+    assert [(r["task"], r["occurrence"], r["outcome"]) for r in rows] == [
+        ("remember", "2026-01-01T09:00:00Z", "ok"),
+        ("boom", "2026-01-01T09:00:00Z", "error"),
+    ]
+    assert all(r["instance"] == "test-a" and r["finished_at"] for r in rows)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_scheduler_fires_the_digest_at_its_occurrence(
+    settings: Settings, engine: Engine, smtp_inbox: Inbox
+) -> None:
+    """With the wall clock pinned just before 09:00, APScheduler fires the
+    digest and the execution knows it runs for 09:00, not 'now'."""
+    inbox = smtp_inbox
+    mail = settings.mail.model_copy(update={"smtp_port": smtp_inbox.port})  # type: ignore[attr-defined]
+    settings = settings.model_copy(update={"mail": mail})
+
+    async def run() -> None:
+        cron = CronService(engine, settings, {"daily-digest": TASKS["daily-digest"]})
+        await cron.start()
+        try:
+            for _ in range(100):
+                if inbox.messages:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await cron.stop()
+
+    with freeze_time(at("2026-01-01T08:59:59.6"), tick=True, real_asyncio=True):
+        asyncio.run(run())
+
+    assert len(inbox.messages) == 1
+    message = inbox.messages[0]
+    assert message["X-Clusterproof-Task"] == "daily-digest"
+    assert message["X-Clusterproof-Occurrence"] == "2026-01-01T09:00:00Z"
+    assert message["X-Clusterproof-Instance"] == "test-a"
+    assert message["X-Clusterproof-Pid"].isdigit()
+    assert message["Message-ID"].startswith("<")
+    assert message["To"] == settings.mail.digest_to
+    with session_factory(engine)() as session:
+        execution = session.scalars(select(CronExecution)).one()
+    assert execution.occurrence == at("2026-01-01T09:00")
+    assert execution.outcome == "ok"
+    assert execution.started_at - execution.occurrence < timedelta(seconds=2)

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic import command
+from tests.reference.support import free_port, wait_for
+from sqlalchemy import func, select
+
+from reference import migrate
+from reference.db import make_engine
+from reference.models import Article, MigrationRun
+
+
+def _welcomes(engine: object) -> int:
+    with engine.connect() as connection:  # type: ignore[attr-defined]
+        return connection.scalar(select(func.count()).where(Article.title == "Welcome"))
+
+
+def _runs(engine: object) -> list[tuple[str, str]]:
+    with engine.connect() as connection:  # type: ignore[attr-defined]
+        rows = connection.execute(
+            select(MigrationRun.revision, MigrationRun.instance).order_by(
+                MigrationRun.id
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+def test_ledger_and_second_upgrade_is_a_no_op(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        assert migrate.current_revision(engine) is None
+        assert migrate.upgrade(engine, "a") == 3
+        assert migrate.upgrade(engine, "a") == 0
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0003"
+        assert _runs(engine) == [("0001", "a"), ("0002", "a"), ("0003", "a")]
+        assert _welcomes(engine) == 1
+    finally:
+        engine.dispose()
+
+
+def test_stale_read_runs_the_data_migration_twice(database_url: str) -> None:
+    """What a second instance does when it read the version before the first
+    wrote it: it executes 0002 again (two Welcome articles), then dies on
+    0003, whose index already exists."""
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine, "a")
+        stale = migrate.alembic_config("b")
+        with engine.begin() as connection:
+            stale.attributes["connection"] = connection
+            command.stamp(stale, "0001", purge=True)
+
+        assert migrate.upgrade(engine, "b", target="0002") == 1
+        assert _welcomes(engine) == 2
+        with pytest.raises(migrate.MigrationError, match="^migration failed: "):
+            migrate.upgrade(engine, "b")
+        assert [run for run in _runs(engine) if run[0] == "0002"] == [
+            ("0002", "a"),
+            ("0002", "b"),
+        ]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_racing_instances_show_the_bug(database_url: str, tmp_path: Path) -> None:
+    """Two real instances released by the start gate onto an empty database:
+    one runs a revision the other ran too, or one fails with exit code 3."""
+    gate = tmp_path / "gate"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CLUSTERPROOF_START_GATE": str(gate),
+        "CLUSTERPROOF_UPLOADS__DIR": str(tmp_path / "uploads"),
+    }
+    instances: dict[str, tuple[subprocess.Popen[str], int]] = {}
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            command_line = [sys.executable, "-m", "reference", "--instance-id", name]
+            instances[name] = (
+                subprocess.Popen(
+                    [*command_line, "--port", str(port)],
+                    env=env,
+                    cwd=tmp_path,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+                port,
+            )
+        wait_for(lambda: all(Path(f"{gate}.{n}").exists() for n in instances))
+        gate.touch()
+        # Settled: every instance either exited or serves HTTP.
+        wait_for(
+            lambda: all(
+                p.poll() is not None or _live(port) for p, port in instances.values()
+            ),
+            timeout=30,
+        )
+        engine = make_engine(database_url)
+        try:
+            runs = _runs(engine)
+            welcomes = _welcomes(engine)
+        finally:
+            engine.dispose()
+    finally:
+        for process, _ in instances.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in instances.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    failed = {
+        n: p.stderr.read() for n, (p, _) in instances.items() if p.returncode == 3
+    }
+    twice = [r for r in ("0001", "0002") if sum(run[0] == r for run in runs) >= 2]
+    assert twice or failed, runs
+    if "0002" in twice:
+        assert welcomes >= 2
+    for log in failed.values():
+        assert "migration failed: " in log
+
+
+def _live(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_health/live").status_code == 200
+    except httpx.HTTPError:
+        return False
