@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
-from tests.reference.support import Inbox, free_port
 from sqlalchemy import Engine
 
 from reference import migrate
 from reference.app import build_app
 from reference.config import Duties, Settings, load_settings
 from reference.db import make_engine
+from tests.reference.support import Inbox, free_port
 
 ADMIN_TOKEN = "test-admin-token"
 HTTP_ONLY = Duties(

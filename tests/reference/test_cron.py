@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
-from tests.reference.support import Inbox
 from sqlalchemy import Engine, select
 
 from reference.config import Settings
@@ -19,6 +18,7 @@ from reference.cron import (
 from reference.cron_tasks import TASKS, publish_window
 from reference.db import session_factory
 from reference.models import Article, CronExecution, Event
+from tests.reference.support import Inbox
 
 
 def at(text: str) -> datetime:

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from alembic import command
-from tests.reference.support import free_port, wait_for
 from sqlalchemy import func, select
 
 from reference import migrate
 from reference.db import make_engine
 from reference.models import Article, MigrationRun
+from tests.reference.support import free_port, wait_for
 
 
 def _welcomes(engine: object) -> int:

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from freezegun import freeze_time
-from tests.reference.support import Inbox, Receiver, free_port, wait_for
 from standardwebhooks.webhooks import Webhook
+
+from tests.reference.support import Inbox, Receiver, free_port, wait_for
 from tests.reference.test_webhooks import SECRET
 
 TOKEN = {"Authorization": "Bearer e2e"}

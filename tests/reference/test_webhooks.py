@@ -5,7 +5,6 @@ import base64
 from collections.abc import Iterator
 
 import pytest
-from tests.reference.support import Receiver
 from sqlalchemy import Engine, select
 from standardwebhooks.webhooks import Webhook
 
@@ -13,6 +12,7 @@ from reference.config import WebhookSettings
 from reference.db import session_factory
 from reference.models import Delivery, Event, WebhookSubscription, utc_now
 from reference.webhooks import WebhookRunner, backoff_delay, record_event, webhook_id
+from tests.reference.support import Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"clusterproof-test-secret").decode()
 ENTRY = {"id": 7, "title": "t", "version": 3}
