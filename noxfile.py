@@ -1,8 +1,10 @@
-"""Sessions: `reproduce` shows the bug, `tests` runs the test suite, `lint`
-checks style and types.
+"""Sessions: `reproduce` shows the bug, `verify-cluster` is the regression
+gate for cluster mode, `tests` runs the test suite, `lint` checks style and
+types.
 
-`reproduce` exits with the harness's own code (0 reproduced, 1 a claim
-failed, 2 the harness could not run), so scripts can tell the cases apart.
+`reproduce` and `verify-cluster` exit with the harness's own code (0 every
+claim held, 1 a claim failed, 2 the harness could not run), so scripts can
+tell the cases apart.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def _harness(session: nox.Session, suite: str) -> None:
 def reproduce(session: nox.Session) -> None:
     """Run two instances on one database and show every duplicate."""
     _harness(session, "reproduce")
+
+
+@nox.session(name="verify-cluster")
+def verify_cluster(session: nox.Session) -> None:
+    """The regression gate: every cluster-mode claim must hold."""
+    _harness(session, "verify-cluster")
 
 
 @nox.session

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from harness import scenario as scenarios
 from harness.database import DatabaseError, check_reachable, postgres_url
+from harness.equivalence import EquivalenceRun
 from harness.report import write_junit, write_run_report
 from harness.runner import Options, ScenarioRun, new_run_folder, point_latest
 
@@ -61,14 +62,23 @@ def parser() -> argparse.ArgumentParser:
         "(default: an SQLite file per scenario)",
     )
     run.add_argument("--instances", type=_instances, metavar="N")
+    run.add_argument(
+        "--scenarios",
+        type=Path,
+        default=scenarios.SCENARIO_DIR,
+        metavar="DIR",
+        help="folder of scenario files (default: the shipped scenarios)",
+    )
     run.add_argument("--reports", type=Path, default=Path("reports"))
     return root
 
 
-def _select(suite: str, names: list[str]) -> list[scenarios.Scenario]:
+def _select(suite: str, names: list[str], directory: Path) -> list[scenarios.Scenario]:
+    if not directory.is_dir():
+        raise scenarios.ScenarioError(f"scenario folder {directory} does not exist")
     if not names:
-        return scenarios.suite(suite)
-    return [scenarios.load(scenarios.find(name)) for name in names]
+        return scenarios.suite(suite, directory)
+    return [scenarios.load(scenarios.find(name, directory)) for name in names]
 
 
 def _table(results: list[dict[str, Any]]) -> Table:
@@ -107,7 +117,7 @@ def exit_code(results: list[dict[str, Any]]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        selected = _select(args.suite, args.scenario)
+        selected = _select(args.suite, args.scenario, args.scenarios)
         if args.database:
             check_reachable(postgres_url(args.database))
     except (scenarios.ScenarioError, DatabaseError) as exc:
@@ -134,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             for scenario in selected:
-                run = ScenarioRun(scenario, folder / scenario.name, options, progress)
+                kind = EquivalenceRun if scenario.variants else ScenarioRun
+                run = kind(scenario, folder / scenario.name, options, progress)
                 results.append(run.run())
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: every instance was stopped[/]")

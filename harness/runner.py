@@ -8,6 +8,7 @@ reported as held for a run that did not happen.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
 from harness.clock import PinnedClock, format_instant
 from harness.faults import Replacements, Shutdown, kill_worker, worker_pids
-from harness.scenario import Scenario
+from harness.scenario import Scenario, Variant
 from harness.sinks import HttpSink, SmtpSink, read_ledger
 from harness.topology import (
     Instance,
@@ -37,8 +38,11 @@ from harness.topology import (
     reference_command,
 )
 from harness.workload import Workload
+from reference.cron import previous_occurrence
 
 ADMIN_TOKEN = "clusterproof-harness"
+# Standard Webhooks secret shared by the instances and the HTTP sink.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"clusterproof-harness-secret").decode()
 # Slack after clock.until for retries and in-flight deliveries to land.
 SETTLE_SECONDS = 2.0
 GATE_TIMEOUT_SECONDS = 60.0
@@ -75,10 +79,11 @@ def expected_occurrences(scenario: Scenario) -> list[tuple[str, str]]:
 
 
 def expected_publishes(
-    scenario: Scenario, created: list[dict[str, Any]]
+    scenario: Scenario, created: list[tuple[dict[str, Any], datetime | None]]
 ) -> list[tuple[str, str, int, int]]:
     """Articles whose publish_at falls in the window of an expected
-    publish-scheduled occurrence: the window is (previous fire, fire]."""
+    occurrence of a publishing task: the window is (previous fire, fire],
+    as the reference's publish-scheduled task defines it."""
     events = []
     for task in scenario.tasks:
         if task.effect != "publish":
@@ -88,32 +93,28 @@ def expected_publishes(
             if name != task.name:
                 continue
             fire = datetime.fromisoformat(fire_text.replace("Z", "+00:00"))
+            previous = previous_occurrence(trigger, fire)
             for article, publish_at in created:
-                if publish_at is None:
+                if publish_at is None or previous is None:
                     continue
-                previous = _previous_fire(trigger, fire)
                 if previous < publish_at <= fire:
                     events.append(("entry.publish", "article", article["id"], 1))
     return events
-
-
-def _previous_fire(trigger: CronTrigger, fire: datetime) -> datetime:
-    step = timedelta(minutes=1)
-    candidate = fire - step
-    while True:
-        following = trigger.get_next_fire_time(None, candidate)
-        if following is not None and following < fire:
-            return following
-        candidate -= step
 
 
 class ScenarioRun:
     """Runs one scenario into its folder and returns the result dict."""
 
     def __init__(
-        self, scenario: Scenario, folder: Path, options: Options, progress: Progress
+        self,
+        scenario: Scenario,
+        folder: Path,
+        options: Options,
+        progress: Progress,
+        variant: Variant | None = None,
     ) -> None:
         self.scenario = scenario
+        self.variant = variant
         self.folder = folder
         self.options = options
         self.progress = progress
@@ -125,12 +126,16 @@ class ScenarioRun:
         self.workload: Workload | None = None
         self.replacements = Replacements()
         self.extra_metrics: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self.database_url = ""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        self.progress(self.scenario.name, name)
+        label = self.scenario.name
+        if self.variant is not None:
+            label += f" ({self.variant.name})"
+        self.progress(label, name)
         started = time.monotonic()
         try:
             yield
@@ -164,9 +169,16 @@ class ScenarioRun:
                     )
                 )
             with self.stage("start sinks"):
-                smtp = stack.enter_context(SmtpSink(self.folder / "smtp.jsonl"))
+                ports = self.scenario.sinks
+                smtp = stack.enter_context(
+                    SmtpSink(self.folder / "smtp.jsonl", port=ports.smtp_port)
+                )
                 http = stack.enter_context(
-                    HttpSink(self.folder / "http.jsonl", secret=self.webhook_secret)
+                    HttpSink(
+                        self.folder / "http.jsonl",
+                        port=ports.http_port,
+                        secret=WEBHOOK_SECRET,
+                    )
                 )
             stack.callback(self._teardown)
             with self.stage("start instances"):
@@ -186,10 +198,6 @@ class ScenarioRun:
                 return self._result(ledgers)
         raise AssertionError("unreachable")
 
-    @property
-    def webhook_secret(self) -> str:
-        return "whsec_" + "Y2x1c3RlcnByb29mLWhhcm5lc3Mtc2VjcmV0"
-
     def _instance_env(self, index: int, smtp_port: int, gate: Path) -> dict[str, str]:
         spec = self.scenario.topology
         env = {
@@ -197,15 +205,15 @@ class ScenarioRun:
             "CLUSTERPROOF_ADMIN__TOKEN": ADMIN_TOKEN,
             "CLUSTERPROOF_MAIL__SMTP_PORT": str(smtp_port),
             "CLUSTERPROOF_MAIL__DIGEST_TO": "editors@clusterproof.test",
-            "CLUSTERPROOF_WEBHOOKS__SECRET": self.webhook_secret,
+            "CLUSTERPROOF_WEBHOOKS__SECRET": WEBHOOK_SECRET,
             "CLUSTERPROOF_UPLOADS__DIR": str(self.folder / "uploads"),
             **self.clock.env(self.scenario.target.clock),
             **spec.env,
         }
         if spec.start == "together":
             env["CLUSTERPROOF_START_GATE"] = str(gate)
-        if index < len(spec.instance):
-            own = spec.instance[index]
+        own = spec.instance[index] if index < len(spec.instance) else self.variant
+        if own is not None:
             env.update(own.env)
             if own.cluster_workers is not None:
                 env["CLUSTERPROOF_SERVER__CLUSTER__ENABLED"] = "true"
@@ -220,7 +228,8 @@ class ScenarioRun:
         instances = []
         for index in range(self.count):
             name = chr(ord("a") + index)
-            port = free_port()
+            base = self.scenario.topology.base_port
+            port = base + index if base else free_port()
             command = (
                 reference_command() + ["--port", str(port), "--instance-id", name]
                 if target.kind == "reference"
@@ -387,21 +396,31 @@ class ScenarioRun:
 
     def _result(self, ledgers: Ledgers) -> dict[str, Any]:
         outcome = check(ledgers, self._expected())
-        metrics = {**outcome.metrics, **self.extra_metrics}
+        self.metrics = {**outcome.metrics, **self.extra_metrics}
+        result = {
+            **self._header(),
+            **summary(outcome),
+            "instances": ledgers.instances,
+            "measures": self.extra_metrics,
+            "details": outcome.details(),
+            "timings": self.timings,
+        }
+        if self.variant is not None:
+            # A variant is one half of a comparison: the claims are judged
+            # over all variants together (harness.equivalence).
+            return result | {"verdict": "measured", "claims": []}
+        return self.judge(result, self.metrics)
+
+    def judge(self, result: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Evaluate the scenario's claims over ``metrics`` into ``result``."""
         claims = [
             evaluate(claim.check.format(instances=self.count), metrics, name=claim.name)
             for claim in self.scenario.claims
         ]
         held = all(claim.held for claim in claims)
-        return {
-            **self._header(),
+        return result | {
             "verdict": self._verdict(held),
-            **summary(outcome),
-            "instances": ledgers.instances,
             "claims": [claim.as_dict() for claim in claims],
-            "measures": self.extra_metrics,
-            "details": outcome.details(),
-            "timings": self.timings,
         }
 
     def _verdict(self, held: bool) -> str:
@@ -440,10 +459,15 @@ class ScenarioRun:
         }
 
     def _write(self, result: dict[str, Any]) -> None:
-        path = self.folder / "result.json"
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        os.replace(partial, path)
+        write_result(self.folder, result)
+
+
+def write_result(folder: Path, result: dict[str, Any]) -> None:
+    """result.json, written whole or not at all."""
+    path = folder / "result.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(partial, path)
 
 
 def new_run_folder(reports: Path) -> Path:

@@ -46,10 +46,18 @@ class InstanceSpec(_Strict):
 
 class Topology(_Strict):
     instances: int = Field(default=1, ge=1, le=16)
+    # 0 picks free ports; otherwise instance i listens on base_port + i.
+    base_port: int = Field(default=0, ge=0, le=65_000)
     start: Literal["together", "staggered"] = "together"
     allow_boot_failure: bool = False
     env: dict[str, str] = {}
     instance: list[InstanceSpec] = []
+
+
+class Sinks(_Strict):
+    # 0 picks a free port.
+    smtp_port: int = Field(default=0, ge=0, le=65_535)
+    http_port: int = Field(default=0, ge=0, le=65_535)
 
 
 class Database(_Strict):
@@ -100,6 +108,15 @@ class Fault(_Strict):
     deadline: float = Field(default=15.0, gt=0)
 
 
+class Variant(_Strict):
+    """One configuration of the same topology, for scenarios that compare
+    configurations (equivalence): applied to every instance."""
+
+    name: str
+    cluster_workers: int | None = Field(default=None, ge=1, le=256)
+    env: dict[str, str] = {}
+
+
 class Claim(_Strict):
     name: str
     check: str
@@ -112,10 +129,12 @@ class Scenario(_Strict):
     target: Target = Target()
     topology: Topology = Topology()
     database: Database = Database()
+    sinks: Sinks = Sinks()
     clock: Clock
     tasks: list[CronTask] = []
     workload: Workload = Workload()
     faults: list[Fault] = []
+    variants: list[Variant] = []
     claims: list[Claim] = Field(min_length=1)
 
 
