@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import scenario as scenarios
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if args.database:
             check_reachable(postgres_url(args.database))
     except (scenarios.ScenarioError, DatabaseError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_HARNESS
     if not selected:
         console.print(f"[red]error:[/] no scenario belongs to suite {args.suite!r}")
@@ -137,10 +138,10 @@ def run(args: argparse.Namespace) -> int:
 
         def progress(name: str, stage: str) -> None:
             if stage.startswith("cron: "):
-                status.update(f"{name}: {stage}")
+                status.update(escape(f"{name}: {stage}"))
             else:
-                console.log(f"{name}: {stage}")
-                status.update(f"{name}: {stage}")
+                console.log(escape(f"{name}: {stage}"))
+                status.update(escape(f"{name}: {stage}"))
 
         try:
             for scenario in selected:
@@ -162,13 +163,16 @@ def run(args: argparse.Namespace) -> int:
             error = result["error"]
             console.print(
                 f"[yellow]{result['scenario']}: stopped at {error['stage']}:[/] "
-                f"{error['message']}"
+                f"{escape(error['message'])}"
             )
         for claim in result["claims"]:
             if not claim["held"]:
                 console.print(
-                    f"[red]{result['scenario']}: claim failed:[/] {claim['name']}: "
-                    f"expected {claim['expected']}, observed {claim['observed']}"
+                    f"[red]{result['scenario']}: claim failed:[/] "
+                    + escape(
+                        f"{claim['name']}: expected {claim['expected']}, "
+                        f"observed {claim['observed']}"
+                    )
                 )
     console.print(f"report: {index}")
     return exit_code(results)

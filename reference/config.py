@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 MAX_WORKERS = 256
+MAX_DRAIN_SECONDS = 3600
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -32,6 +33,21 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message is one line for people."""
 
 
+def _whole_number_in(value: Any, low: int, high: int) -> int | None:
+    """value as an int if it is a whole number from low to high, else None.
+
+    _whole_number_in("4", 0, 256) -> 4; _whole_number_in(1.5, 0, 256) -> None
+    """
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or not low <= number <= high:
+        return None
+    return number
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,6 +55,9 @@ class _Section(BaseModel):
 class ClusterSettings(_Section):
     enabled: bool = False
     workers: int = 0
+    # How long in-flight requests, cron executions and deliveries get to
+    # finish after SIGTERM before what is left is killed.
+    drain_seconds: int = 30
 
     @field_validator("enabled", mode="before")
     @classmethod
@@ -52,15 +71,22 @@ class ClusterSettings(_Section):
     @field_validator("workers", mode="before")
     @classmethod
     def _whole_number(cls, value: Any) -> int:
-        number: int | None = None
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        elif isinstance(value, str) and value.strip().isdigit():
-            number = int(value.strip())
-        if number is None or not 0 <= number <= MAX_WORKERS:
+        number = _whole_number_in(value, 0, MAX_WORKERS)
+        if number is None:
             raise ValueError(
                 "server.cluster.workers must be a whole number from 0 to "
                 f"{MAX_WORKERS}, got {value!r}"
+            )
+        return number
+
+    @field_validator("drain_seconds", mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: Any) -> int:
+        number = _whole_number_in(value, 0, MAX_DRAIN_SECONDS)
+        if number is None:
+            raise ValueError(
+                "server.cluster.drain_seconds must be a whole number of seconds "
+                f"from 0 to {MAX_DRAIN_SECONDS}, got {value!r}"
             )
         return number
 
@@ -124,6 +150,9 @@ class WebhookSettings(_Section):
     secret: str | None = None
     max_attempts: int = Field(default=5, ge=1, le=50)
     backoff_seconds: float = Field(default=0.5, ge=0)
+    # A claim on an event not renewed for this long is taken to belong to a
+    # dead process, and another runner may claim the event again.
+    claim_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("secret")
     @classmethod
@@ -154,6 +183,14 @@ class ClockSettings(_Section):
         return value
 
 
+class FaultSettings(_Section):
+    # Exists only to prove the regression gate can fail: in cluster mode,
+    # every worker also runs cron, as the proposal's naive implementation
+    # would, so each occurrence executes once per worker plus once in the
+    # primary. Never turn it on outside a test of the gate.
+    cron_on_workers: bool = False
+
+
 class _AliasSource(PydanticBaseSettingsSource):
     """Plain DATABASE_URL and INSTANCE_TYPE, the names operators already use."""
 
@@ -182,6 +219,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     webhooks: WebhookSettings = WebhookSettings()
     clock: ClockSettings = ClockSettings()
+    faults: FaultSettings = FaultSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -111,7 +111,13 @@ class Event(Base):
     origin: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
     claimed_by: Mapped[str | None] = mapped_column(String(255), index=True)
+    # When the claim was taken or last renewed; a claim older than the lease
+    # belongs to a process presumed dead (see webhooks.py).
+    claimed_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    # When the runner gave up (a subscription failed every attempt): final,
+    # so the event is not claimed again once its lease runs out.
+    failed_at: Mapped[datetime | None]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +130,9 @@ class Event(Base):
             "origin": self.origin,
             "created_at": iso(self.created_at),
             "claimed_by": self.claimed_by,
+            "claimed_at": iso(self.claimed_at),
             "delivered_at": iso(self.delivered_at),
+            "failed_at": iso(self.failed_at),
         }
 
 

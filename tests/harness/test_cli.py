@@ -1,0 +1,233 @@
+"""`clusterproof run` end to end: real instances, real sinks, exit codes,
+and no process left behind, whatever went wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.scenario import SCENARIO_DIR
+from tests.conftest import postgres_server_url
+
+pytestmark = pytest.mark.slow
+
+
+def clusterproof(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--reports",
+            str(tmp_path / "r"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def processes_under(folder: Path) -> list[psutil.Process]:
+    """Processes whose working directory is inside folder: our instances."""
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info.get("cwd") or ""
+        if cwd.startswith(str(folder)) and proc.status() != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def result(tmp_path: Path, scenario: str) -> dict:
+    return json.loads(
+        (tmp_path / "r" / "latest" / scenario / "result.json").read_text()
+    )
+
+
+def scenario_dir(tmp_path: Path, name: str, edit: dict[str, str]) -> Path:
+    """A copy of a shipped scenario with some text replaced."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir(exist_ok=True)
+    text = (SCENARIO_DIR / f"{name}.toml").read_text()
+    for old, new in edit.items():
+        assert old in text
+        text = text.replace(old, new)
+    (folder / f"{name}.toml").write_text(text)
+    return folder
+
+
+def test_reproduce_on_sqlite_shows_every_duplicate(tmp_path: Path) -> None:
+    done = clusterproof(tmp_path, "--suite", "reproduce")
+    assert done.returncode == 0, done.stderr
+
+    two = result(tmp_path, "two-instances")
+    assert two["verdict"] == "reproduced"
+    digest = [o for o in two["details"]["occurrences"] if o["task"] == "daily-digest"]
+    assert [(o["executed"], o["emails"]) for o in digest] == [(2, 2)]
+    assert {e["instance"] for e in digest[0]["executions"]} == {"a", "b"}
+    publish = [e for e in two["details"]["events"] if e["event"] == "entry.publish"]
+    assert [e["deliveries"] for e in publish] == [2]
+    assert two["fire_latency_p95_ms"]["daily-digest"] < 5000
+
+    race = result(tmp_path, "boot-race")
+    assert race["verdict"] == "reproduced"
+    assert (tmp_path / "r" / "latest" / "index.html").exists()
+    assert processes_under(tmp_path) == []
+
+
+@pytest.mark.postgres
+def test_reproduce_on_postgresql(tmp_path: Path) -> None:
+    done = clusterproof(
+        tmp_path, "--suite", "reproduce", "--database", postgres_server_url()
+    )
+    assert done.returncode == 0, done.stderr
+    two = result(tmp_path, "two-instances")
+    assert two["database"] == "postgresql"
+    assert two["claims"] and all(claim["held"] for claim in two["claims"])
+    race = result(tmp_path, "boot-race")
+    failed = [i for i in race["instances"] if i["error"]]
+    runs = max(m["runs"] for m in race["details"]["migrations"])
+    assert failed or runs >= 2
+    assert processes_under(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "three-instances"], "unknown scenario 'three-instances'"),
+        (
+            ["--database", "postgresql://postgres@127.0.0.1:1/postgres"],
+            "is unreachable .*start PostgreSQL or fix --database",
+        ),
+        (["--database", "mysql://root@127.0.0.1/test"], "must be a PostgreSQL URL"),
+        (["--instances", "0"], "--instances must be a whole number from 1 to 16"),
+    ],
+)
+def test_bad_input_exits_2_before_running(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = clusterproof(tmp_path, "--suite", "reproduce", *args)
+    assert done.returncode == 2
+    assert re.search(message, " ".join(done.stderr.split()))
+    assert not (tmp_path / "r" / "latest").exists()
+
+
+def test_broken_scenario_file_exits_2(tmp_path: Path) -> None:
+    folder = scenario_dir(tmp_path, "boot-race", {"instances = 2": "instances = -2"})
+    done = clusterproof(tmp_path, "--suite", "reproduce", "--scenarios", str(folder))
+    assert done.returncode == 2
+    assert "topology.instances" in done.stderr
+
+
+def test_instance_that_dies_at_boot_exits_2_and_leaves_nothing(tmp_path: Path) -> None:
+    bad_setting = 'env = { CLUSTERPROOF_SERVER__CLUSTER__WORKERS = "abc" }'
+    folder = scenario_dir(
+        tmp_path,
+        "two-instances",
+        {'start = "staggered"': f'start = "staggered"\n{bad_setting}'},
+    )
+    done = clusterproof(tmp_path, "--suite", "reproduce", "--scenarios", str(folder))
+    assert done.returncode == 2, done.stderr
+    assert "stopped at start instances" in " ".join(done.stderr.split())
+    broken = result(tmp_path, "two-instances")
+    assert broken["verdict"] == "error"
+    assert broken["claims"] == []
+    assert processes_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("which", ["instance", "sink"])
+def test_port_in_use_exits_2(tmp_path: Path, which: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        edit = (
+            {"instances = 2": f"instances = 2\nbase_port = {port}"}
+            if which == "instance"
+            else {"[target]": f"[sinks]\nsmtp_port = {port}\n\n[target]"}
+        )
+        folder = scenario_dir(tmp_path, "boot-race", edit)
+        done = clusterproof(
+            tmp_path, "--suite", "reproduce", "--scenarios", str(folder)
+        )
+    assert done.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in " ".join(done.stderr.split())
+    assert processes_under(tmp_path) == []
+
+
+def test_ctrl_c_stops_every_instance(tmp_path: Path) -> None:
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "run",
+            "--suite",
+            "reproduce",
+            "--scenario",
+            "two-instances",
+            "--reports",
+            str(tmp_path / "r"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_under(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert processes_under(tmp_path), "no instance started"
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 2, output
+    assert "interrupted" in output
+    assert processes_under(tmp_path) == []
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    assert shutil.which("chromium"), (
+        "install Debian's chromium: apt-get install chromium"
+    )
+    done = clusterproof(tmp_path, "--suite", "reproduce", "--scenario", "two-instances")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "r" / "latest" / "index.html").resolve()
+    dom = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "two-instances" in dom
+    assert "duplicated" in dom
+    assert "(pid " in dom
