@@ -157,6 +157,7 @@ class EquivalenceRun:
         baseline = runs[0][3] | {"description": self.scenario.description}
         result = base_run.judge(baseline, metrics)
         return result | {
+            "folder": f"{self.scenario.name}/{base_slug}",
             "measures": {
                 "baseline": base_name,
                 "equivalence_mismatches": len(mismatches),

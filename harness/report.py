@@ -118,6 +118,12 @@ def scenario_view(result: dict[str, Any]) -> dict[str, Any]:
         "claims": claims,
         "claims_held": sum(1 for claim in claims if claim.get("held")),
         "fire_latency": result.get("fire_latency_p95_ms") or {},
+        "measures": {
+            key: _measure(value)
+            for key, value in (result.get("measures") or {}).items()
+        },
+        "variants": result.get("variants") or [],
+        "mismatches": result.get("mismatches") or [],
         "occurrences": details.get("occurrences") or [],
         "events": details.get("events") or [],
         "migrations": details.get("migrations") or [],
@@ -155,6 +161,15 @@ _INSTANCE_COLUMNS = (
 def _show(value: Any) -> Any:
     """A missing figure as '-' rather than the word None."""
     return "-" if value is None else value
+
+
+def _measure(value: Any) -> Any:
+    """[0.05, 0.061] -> '0.05, 0.061'; a float to three decimals."""
+    if isinstance(value, list):
+        return ", ".join(str(_measure(item)) for item in value) or "-"
+    if isinstance(value, float):
+        return round(value, 3)
+    return _show(value)
 
 
 def _tone(verdict: str, result: dict[str, Any]) -> str:
