@@ -39,7 +39,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise unless a server could listen on the port now.
+
+    SO_REUSEADDR, as servers set it: connections a stopped server left in
+    TIME_WAIT do not make its port busy, a socket still listening does.
+    """
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
