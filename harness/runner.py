@@ -322,8 +322,9 @@ class ScenarioRun:
             failed_requests=len(self.workload.failed_requests()),
             serving_processes=len(serving),
             idle_workers=sum(1 for pid in workers if pid not in serving),
-            **self.replacements.metrics(),
         )
+        if any(fault.kind == "kill-worker" for fault in self.scenario.faults):
+            self.extra_metrics.update(self.replacements.metrics())
 
     def _instance(self, name: str) -> Instance:
         assert self.topology is not None
