@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -73,6 +74,7 @@ def build_app(
 
     app = ReferenceApp(title="clusterproof reference", lifespan=lifespan)
     app.state.instance = settings.instance.id
+    app.state.started_at = time.time()  # after the clock is pinned, if it is
     app.state.settings = settings
     app.state.duties = duties
     app.state.engine = engine

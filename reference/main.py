@@ -1,8 +1,8 @@
 """Entry point: settings, pinned clock, migrations, then serve.
 
 Single-process mode (today's design) lives here. Cluster mode hands over to
-reference.supervisor, which reuses the seams below: build_app (app.py) and
-start_services / stop_services (services.py).
+reference.cluster, which reuses the seams below: prepare_schema, serve,
+build_app (app.py) and start_services / stop_services (services.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -44,6 +45,7 @@ __all__ = [
     "build_app",
     "main",
     "prepare_schema",
+    "ReadyServer",
     "serve",
     "start_services",
     "stop_services",
@@ -83,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     apply_clock(settings.clock)
     setup_logging(role_of(settings), settings.instance.id)
     if settings.server.cluster.enabled:
-        return _run_cluster(settings)
+        from reference.cluster import run_cluster
+
+        return run_cluster(settings)
+    if settings.faults.cron_on_workers:
+        log.warning("faults.cron_on_workers has no effect outside cluster mode")
 
     duties = duties_for(settings)
     code = prepare_schema(settings, duties)
@@ -111,12 +117,34 @@ def prepare_schema(settings: Settings, duties: Duties) -> int:
     return EXIT_OK
 
 
+class ReadyServer(uvicorn.Server):
+    """A uvicorn server that calls ready() once it accepts connections."""
+
+    def __init__(
+        self, config: uvicorn.Config, ready: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._ready is not None:
+            self._ready()
+
+
 def serve(
-    settings: Settings, duties: Duties, sockets: list[socket.socket] | None = None
+    settings: Settings,
+    duties: Duties,
+    sockets: list[socket.socket] | None = None,
+    *,
+    ready: Callable[[], None] | None = None,
+    drain_seconds: int | None = None,
 ) -> int:
     """Serve HTTP until SIGTERM/SIGINT; the app's lifespan runs the services.
 
-    With sockets (a cluster worker), serve on those instead of binding.
+    With sockets (a cluster worker), serve on those instead of binding, and
+    call ready() once they accept. drain_seconds bounds how long requests in
+    flight at SIGTERM may take to finish (None: as long as they need).
     """
     app = build_app(settings, duties)
     config = uvicorn.Config(
@@ -126,8 +154,9 @@ def serve(
         log_config=None,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=drain_seconds,
     )
-    server = uvicorn.Server(config)
+    server = ReadyServer(config, ready)
 
     def stop_serving(signum: int, frame: object) -> None:
         server.should_exit = True
@@ -137,7 +166,7 @@ def serve(
     # a signal arriving just before uvicorn starts) a clean stop, exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop_serving)
-    log.info("serving on %s:%d", settings.server.host, settings.server.port)
+    log.info("serving on %s", _address(settings, sockets))
     server.run(sockets=sockets)
     if not server.started:
         log.error("could not start serving on port %d", settings.server.port)
@@ -146,16 +175,8 @@ def serve(
     return EXIT_OK
 
 
-def _run_cluster(settings: Settings) -> int:
-    # The supervisor module owns cluster mode; it reuses build_app, serve and
-    # start_services / stop_services from here.
-    from reference import supervisor
-
-    run_cluster = getattr(supervisor, "run_cluster", None)
-    if run_cluster is None:
-        log.error(
-            "server.cluster.enabled=true needs reference.supervisor.run_cluster; "
-            "set it to false to run in single-process mode"
-        )
-        return EXIT_CONFIG
-    return int(run_cluster(settings))
+def _address(settings: Settings, sockets: list[socket.socket] | None) -> str:
+    if not sockets:
+        return f"{settings.server.host}:{settings.server.port}"
+    host, port = sockets[0].getsockname()[:2]
+    return f"{host}:{port}"

@@ -7,6 +7,7 @@ primary runs them without serving HTTP. Both go through these two functions.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -52,11 +53,22 @@ async def start_services(
     return services
 
 
-async def stop_services(services: Services) -> None:
-    """Stop cron first (its running executions may still raise events)."""
+async def stop_services(services: Services, deadline: float | None = None) -> None:
+    """Stop cron first (its running executions may still raise events).
+
+    With deadline (a time.monotonic() value), running executions and
+    deliveries get until then to finish; without, each its own default.
+    """
     if services.cron is not None:
-        await services.cron.stop()
+        await services.cron.stop(*_time_left(deadline))
         log.info("cron stopped")
     if services.webhooks is not None:
-        await services.webhooks.stop()
+        await services.webhooks.stop(*_time_left(deadline))
         log.info("webhook runner stopped")
+
+
+def _time_left(deadline: float | None) -> tuple[float, ...]:
+    """() without a deadline, so the callee's default timeout applies."""
+    if deadline is None:
+        return ()
+    return (max(deadline - time.monotonic(), 0.0),)

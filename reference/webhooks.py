@@ -5,6 +5,12 @@ exists exactly when the change does. The runner polls the outbox, claims an
 event with a conditional UPDATE (only one process can turn claimed_by from
 NULL to its own id), then delivers it to every matching subscription, retrying
 with exponential backoff. Every attempt is a row in deliveries.
+
+A claim is a lease: the runner renews claimed_at while it delivers, and any
+runner may claim again an event whose claim has not been renewed for
+webhooks.claim_lease_seconds, since its owner has most likely died. A runner
+that stops releases the claims it could not finish, so the next one takes
+them at once instead of after the lease.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
@@ -30,6 +38,9 @@ EVENT_NAMES = ("entry.create", "entry.update", "entry.delete", "entry.publish")
 POLL_INTERVAL = 0.2
 REQUEST_TIMEOUT = 10.0
 CLAIM_BATCH = 50
+# Claims are renewed this many times per lease, so one slow renewal does not
+# let a claim lapse while its owner is alive.
+RENEWALS_PER_LEASE = 3
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +81,16 @@ def backoff_delay(base: float, attempt: int) -> float:
     return base * 2 ** (attempt - 1)
 
 
+def claimable(lapsed_before: datetime) -> ColumnElement[bool]:
+    """Events a runner may claim: unfinished, and unclaimed or with a claim
+    last renewed before lapsed_before."""
+    return and_(
+        Event.delivered_at.is_(None),
+        Event.failed_at.is_(None),
+        or_(Event.claimed_by.is_(None), Event.claimed_at < lapsed_before),
+    )
+
+
 class WebhookRunner:
     """Delivers outbox events on the running event loop.
 
@@ -98,13 +119,18 @@ class WebhookRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
+        # Events claimed here whose delivery has not finished: renewed while
+        # they run, released if the runner stops before they finish.
+        self._held: set[int] = set()
         self._stopping = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._client = httpx.AsyncClient(timeout=REQUEST_TIMEOUT)
         self._poller = asyncio.create_task(self._poll_forever())
+        self._renewer = asyncio.create_task(self._renew_forever())
 
     def wake(self) -> None:
         """Poll now: an event was just committed. Safe from any thread."""
@@ -112,7 +138,8 @@ class WebhookRunner:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming; give deliveries in flight timeout seconds to end."""
+        """Stop claiming; give deliveries in flight timeout seconds to end,
+        then release the claims of the events they did not finish."""
         self._stopping = True
         self._wake.set()
         if self._poller is not None:
@@ -120,10 +147,13 @@ class WebhookRunner:
         if self._deliveries:
             _, late = await asyncio.wait(self._deliveries, timeout=timeout)
             for task in late:
-                # Limitation: an event cancelled here stays claimed and is
-                # never delivered; nothing reclaims events of a dead process.
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        if self._held:
+            await self._release_held()
         if self._client is not None:
             await self._client.aclose()
 
@@ -139,35 +169,72 @@ class WebhookRunner:
                 pass
             self._wake.clear()
 
+    async def _renew_forever(self) -> None:
+        period = self._settings.claim_lease_seconds / RENEWALS_PER_LEASE
+        while True:
+            await asyncio.sleep(period)
+            if not self._held:
+                continue
+            try:
+                await asyncio.to_thread(self._renew, sorted(self._held))
+            except Exception:
+                log.exception("renewing outbox claims failed; retrying")
+
     async def claim_pending(self) -> int:
         """Claim the pending events this runner may deliver and start them."""
         claimed = 0
-        for event_id in await asyncio.to_thread(self._pending_ids):
+        for event_id, owner in await asyncio.to_thread(self._pending):
             if self._stopping:
                 break
+            if event_id in self._held:
+                continue  # ours, and our renewal is late: still delivering
             event = await asyncio.to_thread(self._claim, event_id)
             if event is None:
                 continue  # another process claimed it first
+            if owner is not None:
+                log.info(
+                    "claimed event %s again: the claim of %s lapsed", event_id, owner
+                )
             claimed += 1
+            self._held.add(event.id)
             task = asyncio.create_task(self.deliver_event(event))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
         return claimed
 
     async def deliver_event(self, event: Event) -> None:
-        subscriptions = await asyncio.to_thread(self._subscriptions_for, event.event)
-        results = await asyncio.gather(
-            *(self._deliver(event, sub) for sub in subscriptions)
-        )
-        if all(results):
-            await asyncio.to_thread(self._mark_delivered, event.id)
+        """Deliver to every subscription not yet served; record the outcome.
 
-    async def _deliver(self, event: Event, subscription: WebhookSubscription) -> bool:
+        A cancelled delivery keeps its claim (stop() releases it); one that
+        failed on an error lets it lapse, so it is retried after the lease.
+        """
+        try:
+            subscriptions, earlier = await asyncio.to_thread(self._still_to_do, event)
+            results = await asyncio.gather(
+                *(
+                    self._deliver(event, sub, earlier.get(sub.id, 0))
+                    for sub in subscriptions
+                )
+            )
+            finish = self._mark_delivered if all(results) else self._mark_failed
+            await asyncio.to_thread(finish, event.id)
+        except Exception:
+            log.exception(
+                "delivering event %s failed; it is retried once its claim lapses",
+                event.id,
+            )
+        self._held.discard(event.id)
+
+    async def _deliver(
+        self, event: Event, subscription: WebhookSubscription, earlier: int = 0
+    ) -> bool:
+        """Up to max_attempts attempts, numbered on from earlier ones (made
+        under a claim that lapsed), so a webhook-id's attempts stay distinct."""
         assert self._client is not None, "start() the runner first"
         message_id = webhook_id(event.id, subscription.id)
         body = json.dumps(event.payload, separators=(",", ":"))
-        attempts = self._settings.max_attempts
-        for attempt in range(1, attempts + 1):
+        attempts = earlier + self._settings.max_attempts
+        for attempt in range(earlier + 1, attempts + 1):
             started = utc_now()
             status: int | None = None
             error: str | None = None
@@ -202,7 +269,7 @@ class WebhookRunner:
             "gave up delivering event %s to %s after %d attempts: %s",
             event.id,
             subscription.url,
-            attempts,
+            attempts - earlier,
             error,
         )
         return False
@@ -219,30 +286,112 @@ class WebhookRunner:
             "x-clusterproof-pid": str(os.getpid()),
         }
 
-    def _pending_ids(self) -> list[int]:
-        query = select(Event.id).where(Event.claimed_by.is_(None))
+    def _lapsed_before(self) -> datetime:
+        return utc_now() - timedelta(seconds=self._settings.claim_lease_seconds)
+
+    def _pending(self) -> list[tuple[int, str | None]]:
+        """(event id, current owner) of the events this runner may claim."""
+        query = select(Event.id, Event.claimed_by).where(
+            claimable(self._lapsed_before())
+        )
         if not self.all_origins:
             query = query.where(Event.origin == self.instance)
         with self._sessions() as session:
-            return list(session.scalars(query.order_by(Event.id).limit(CLAIM_BATCH)))
+            rows = session.execute(query.order_by(Event.id).limit(CLAIM_BATCH))
+            return [(row.id, row.claimed_by) for row in rows]
 
     def _claim(self, event_id: int) -> Event | None:
+        # The condition is checked again in the UPDATE itself: of two runners
+        # racing for one event, the second matches no row.
         with self._sessions.begin() as session:
             return session.scalars(
                 update(Event)
-                .where(Event.id == event_id, Event.claimed_by.is_(None))
-                .values(claimed_by=self.instance)
+                .where(Event.id == event_id, claimable(self._lapsed_before()))
+                .values(claimed_by=self.instance, claimed_at=utc_now())
                 .returning(Event)
             ).first()
 
-    def _subscriptions_for(self, name: str) -> list[WebhookSubscription]:
+    def _renew(self, event_ids: list[int]) -> None:
+        # Limitation: a runner stalled for longer than the lease (a frozen
+        # VM, a long pause) may find its event claimed again by another
+        # runner; both then deliver it, under the same webhook-id, which lets
+        # the subscriber drop the second.
+        with self._sessions.begin() as session:
+            still_ours = set(
+                session.scalars(
+                    update(Event)
+                    .where(Event.id.in_(event_ids), Event.claimed_by == self.instance)
+                    .values(claimed_at=utc_now())
+                    .returning(Event.id)
+                )
+            )
+        for event_id in sorted(set(event_ids) - still_ours):
+            log.warning(
+                "event %s was claimed again by another runner while this one "
+                "held it; webhooks.claim_lease_seconds may be too short",
+                event_id,
+            )
+
+    async def _release_held(self) -> None:
+        held = sorted(self._held)
+        try:
+            released = await asyncio.to_thread(self._release, held)
+        except Exception:
+            log.exception(
+                "could not release the claims of events %s; they lapse after "
+                "%g s instead",
+                held,
+                self._settings.claim_lease_seconds,
+            )
+            return
+        self._held.clear()
+        if released:
+            log.info(
+                "released %d undelivered event(s) for the next runner: %s",
+                len(released),
+                released,
+            )
+
+    def _release(self, event_ids: Iterable[int]) -> list[int]:
+        with self._sessions.begin() as session:
+            return sorted(
+                session.scalars(
+                    update(Event)
+                    .where(
+                        Event.id.in_(list(event_ids)),
+                        Event.claimed_by == self.instance,
+                        Event.delivered_at.is_(None),
+                        Event.failed_at.is_(None),
+                    )
+                    .values(claimed_by=None, claimed_at=None)
+                    .returning(Event.id)
+                )
+            )
+
+    def _still_to_do(
+        self, event: Event
+    ) -> tuple[list[WebhookSubscription], dict[int, int]]:
+        """Enabled subscriptions to event that no earlier claim delivered to,
+        and how many attempts earlier claims made for each."""
         with self._sessions() as session:
             enabled = session.scalars(
                 select(WebhookSubscription)
                 .where(WebhookSubscription.enabled.is_(True))
                 .order_by(WebhookSubscription.id)
             )
-            return [sub for sub in enabled if name in sub.events]
+            matching = [sub for sub in enabled if event.event in sub.events]
+            earlier = session.execute(
+                select(Delivery.subscription_id, Delivery.error).where(
+                    Delivery.event_id == event.id
+                )
+            ).all()
+        attempts: dict[int, int] = {}
+        delivered: set[int] = set()
+        for subscription_id, error in earlier:
+            attempts[subscription_id] = attempts.get(subscription_id, 0) + 1
+            if error is None:
+                delivered.add(subscription_id)
+        return [sub for sub in matching if sub.id not in delivered], attempts
 
     def _record_attempt(
         self,
@@ -275,6 +424,12 @@ class WebhookRunner:
         with self._sessions.begin() as session:
             session.execute(
                 update(Event).where(Event.id == event_id).values(delivered_at=utc_now())
+            )
+
+    def _mark_failed(self, event_id: int) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(Event).where(Event.id == event_id).values(failed_at=utc_now())
             )
 
 

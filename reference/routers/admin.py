@@ -11,6 +11,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from reference.cluster_state import ClusterStateUnavailable, cluster_status
 from reference.models import (
     Base,
     CronExecution,
@@ -100,6 +101,16 @@ def delete_subscription(
             404, f"webhook subscription {subscription_id} does not exist"
         )
     return Response(status_code=204)
+
+
+@router.get("/cluster")
+def cluster(request: Request) -> dict[str, Any]:
+    """The serving processes: this one alone, or the cluster's primary and
+    workers as the primary last published them."""
+    try:
+        return cluster_status(request.app.state.started_at)
+    except ClusterStateUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.get("/cron-executions")

@@ -22,6 +22,21 @@ MAX_NAME = 120
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+class UploadDirError(Exception):
+    """uploads.dir is not a directory this process can create."""
+
+
+def prepare_upload_dir(directory: Path) -> None:
+    """Create directory if needed; raise UploadDirError if it cannot be."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UploadDirError(
+            f"uploads.dir {str(directory)!r} cannot be created ({exc.strerror}); "
+            "point CLUSTERPROOF_UPLOADS__DIR at a directory"
+        ) from None
+
+
 def safe_name(filename: str) -> str:
     """A file name that cannot leave the upload dir or hide.
 

@@ -52,6 +52,6 @@ def test_bad_subscription_is_422(client: TestClient, admin: dict[str, str]) -> N
 
 def test_migration_ledger(client: TestClient, admin: dict[str, str]) -> None:
     runs = client.get("/admin/migration-runs", headers=admin).json()
-    assert [run["revision"] for run in runs] == ["0001", "0002", "0003"]
+    assert [run["revision"] for run in runs] == ["0001", "0002", "0003", "0004"]
     assert {run["instance"] for run in runs} == {"test-a"}
     assert all(run["started_at"] <= run["finished_at"] for run in runs)

@@ -4,16 +4,17 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from reference import migrate
 from reference.db import make_engine
-from reference.models import Article, MigrationRun
+from reference.models import Article, Event, MigrationRun
 from tests.reference.support import free_port, wait_for
 
 
@@ -36,11 +37,57 @@ def test_ledger_and_second_upgrade_is_a_no_op(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         assert migrate.current_revision(engine) is None
-        assert migrate.upgrade(engine, "a") == 3
+        assert migrate.upgrade(engine, "a") == 4
         assert migrate.upgrade(engine, "a") == 0
-        assert migrate.current_revision(engine) == migrate.head_revision() == "0003"
-        assert _runs(engine) == [("0001", "a"), ("0002", "a"), ("0003", "a")]
+        assert migrate.current_revision(engine) == migrate.head_revision() == "0004"
+        assert _runs(engine) == [
+            ("0001", "a"),
+            ("0002", "a"),
+            ("0003", "a"),
+            ("0004", "a"),
+        ]
         assert _welcomes(engine) == 1
+    finally:
+        engine.dispose()
+
+
+def test_claims_from_before_the_lease_get_their_event_time(database_url: str) -> None:
+    """0004 gives undelivered claims a time, so they can lapse, and goes back."""
+    engine = make_engine(database_url)
+    created = datetime(2026, 1, 1, 9, tzinfo=UTC)
+    try:
+        migrate.upgrade(engine, "a", target="0003")
+        with engine.begin() as connection:
+            for claimed_by, delivered_at in (
+                ("dead", None),
+                ("b", created),
+                (None, None),
+            ):
+                connection.execute(
+                    insert(Event.__table__).values(
+                        event="entry.create",
+                        model="article",
+                        entry_id=1,
+                        entry_version=1,
+                        payload={},
+                        origin="a",
+                        created_at=created,
+                        claimed_by=claimed_by,
+                        delivered_at=delivered_at,
+                    )
+                )
+        assert migrate.upgrade(engine, "a") == 1
+        with engine.connect() as connection:
+            claimed = connection.execute(
+                select(Event.claimed_by, Event.claimed_at).order_by(Event.id)
+            ).all()
+        assert claimed == [("dead", created), ("b", None), (None, None)]
+
+        downgrade = migrate.alembic_config("a")
+        with engine.begin() as connection:
+            downgrade.attributes["connection"] = connection
+            command.downgrade(downgrade, "0003")
+        assert migrate.current_revision(engine) == "0003"
     finally:
         engine.dispose()
 

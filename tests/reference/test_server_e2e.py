@@ -84,7 +84,7 @@ def test_pinned_instance_runs_cron_and_delivers(
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0
         log = server.stderr.read() if server.stderr else ""
-        assert " instance e2e pid " in log and "migrations at head (3 applied)" in log
+        assert " instance e2e pid " in log and "migrations at head (4 applied)" in log
         assert log.rstrip().endswith("stopped")
     finally:
         if server.poll() is None:
