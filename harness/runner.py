@@ -12,9 +12,9 @@ import base64
 import json
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -298,10 +298,8 @@ class ScenarioRun:
         """The write corpus runs in the background while faults are applied."""
         assert self.topology is not None and self.workload is not None
         spec = self.scenario.workload
-        traffic = threading.Thread(
-            target=self.workload.writes, args=(spec.writes, spec.concurrency)
-        )
-        traffic.start()
+        background = ThreadPoolExecutor(max_workers=1)
+        traffic = background.submit(self.workload.writes, spec.writes, spec.concurrency)
         try:
             for fault in self.scenario.faults:
                 instance = self._instance(fault.instance)
@@ -314,7 +312,8 @@ class ScenarioRun:
                     shutdown.run(instance, fault.deadline)
                     self.extra_metrics.update(shutdown.metrics())
         finally:
-            traffic.join()
+            background.shutdown(wait=True)
+        traffic.result()  # a failure of the traffic itself fails the stage
         serving = self.workload.serving_pids()
         workers = [pid for i in self.topology for pid in worker_pids(i)]
         self.extra_metrics.update(

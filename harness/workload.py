@@ -64,7 +64,10 @@ class Workload:
             return None
         finally:
             record["seconds"] = round(time.monotonic() - started, 4)
-        body = response.json() if response.content else {}
+        try:
+            body = response.json() if response.content else {}
+        except ValueError:
+            body = {"unparsed": response.text[:200]}
         record.update(
             status=response.status_code,
             instance=response.headers.get("x-clusterproof-instance"),

@@ -157,7 +157,8 @@ class Primary:
         since the main thread runs the Supervisor's loop."""
         if not self.duties.runs_services:
             return
-        self._engine = make_engine(self.settings.database.url)
+        # Workers are forked while these services run: see ForkGuard.
+        self._engine = make_engine(self.settings.database.url, fork_safe=True)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="primary-services", daemon=True

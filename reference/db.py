@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for url; connects lazily, so it is safe to build before a fork."""
+class ForkGuard:
+    """Keeps fork() and open SQLite connections apart in a process that forks.
+
+    SQLite keeps its bookkeeping of file locks in process memory, shared by
+    every connection to one file. A child forked while the parent has a
+    connection open inherits that bookkeeping without the locks themselves,
+    and its own connections then find the database "locked" until their busy
+    timeout runs out, on every write. SQLite's advice is never to carry a
+    connection across fork(); this guard enforces it for the engines built
+    with ``fork_safe=True``: they keep no idle connections (NullPool), a fork
+    waits until their last connection is closed, and no connection opens
+    while the fork runs. Each use of such an engine is one short unit of
+    work, so a fork waits milliseconds.
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._open = 0
+        os.register_at_fork(
+            before=self._before_fork,
+            after_in_parent=self._idle.release,
+            after_in_child=self._forget,
+        )
+
+    def connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        with self._idle:
+            connection = dialect.connect(*cargs, **cparams)
+            self._open += 1
+        return connection
+
+    def closed(self, _dbapi_connection: Any, _record: Any) -> None:
+        with self._idle:
+            self._open -= 1
+            self._idle.notify_all()
+
+    def _before_fork(self) -> None:
+        self._idle.acquire()
+        self._idle.wait_for(lambda: self._open == 0)
+
+    def _forget(self) -> None:
+        # The child holds none of the parent's connections, and the lock was
+        # held by the parent's forking thread: start afresh.
+        self._idle = threading.Condition()
+        self._open = 0
+
+
+_fork_guard: ForkGuard | None = None
+
+
+def make_engine(url: str, fork_safe: bool = False) -> Engine:
+    """An engine for url; connects lazily, so it is safe to build before a fork.
+
+    fork_safe: this process forks while the engine is in use (a cluster
+    primary running cron); see ForkGuard.
+    """
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver we ship; SQLAlchemy would pick psycopg2.
@@ -23,8 +79,20 @@ def make_engine(url: str) -> Engine:
 
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(parsed, connect_args={"check_same_thread": False})
+    if not fork_safe:
+        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+
+    global _fork_guard
+    if _fork_guard is None:
+        _fork_guard = ForkGuard()
+    engine = create_engine(
+        parsed, connect_args={"check_same_thread": False}, poolclass=NullPool
+    )
+    event.listen(engine, "do_connect", _fork_guard.connect)
     event.listen(engine, "connect", _tune_sqlite)
+    event.listen(engine.pool, "close", _fork_guard.closed)
     return engine
 
 

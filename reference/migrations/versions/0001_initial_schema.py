@@ -28,6 +28,9 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
+        # An id is never handed out twice, even after a delete: subscribers
+        # tell entries apart by id. SQLite reuses the largest id without this.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "webhook_subscriptions",
