@@ -43,8 +43,10 @@ from reference.cron import previous_occurrence
 ADMIN_TOKEN = "clusterproof-harness"
 # Standard Webhooks secret shared by the instances and the HTTP sink.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"clusterproof-harness-secret").decode()
-# Slack after clock.until for retries and in-flight deliveries to land.
-SETTLE_SECONDS = 2.0
+# After clock.until, the run goes on until the sinks have been quiet this
+# long (deliveries queued under load, retries), for at most SETTLE_LIMIT.
+QUIET_SECONDS = 1.5
+SETTLE_LIMIT_SECONDS = 30.0
 GATE_TIMEOUT_SECONDS = 60.0
 
 Progress = Callable[[str, str], None]
@@ -190,6 +192,8 @@ class ScenarioRun:
                     self._traffic_and_faults()
             with self.stage("cron"):
                 self._wait_for_cron()
+            with self.stage("settle"):
+                self._settle()
             with self.stage("stop instances"):
                 self._teardown()
             with self.stage("collect ledgers"):
@@ -334,8 +338,25 @@ class ScenarioRun:
             "faults", f"fault names instance {name!r}, which is not started"
         )
 
+    def _settle(self) -> None:
+        """Wait until neither sink has received anything for QUIET_SECONDS."""
+        ledgers = [self.folder / "smtp.jsonl", self.folder / "http.jsonl"]
+
+        def received() -> int:
+            return sum(path.stat().st_size for path in ledgers if path.exists())
+
+        deadline = time.monotonic() + SETTLE_LIMIT_SECONDS
+        last, quiet_since = received(), time.monotonic()
+        while time.monotonic() - quiet_since < QUIET_SECONDS:
+            if time.monotonic() > deadline:
+                return  # still busy: the checker will report what is missing
+            time.sleep(0.1)
+            now = received()
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+
     def _wait_for_cron(self) -> None:
-        remaining = self.clock.seconds_until(self.scenario.clock.until) + SETTLE_SECONDS
+        remaining = self.clock.seconds_until(self.scenario.clock.until)
         deadline = time.monotonic() + max(0.0, remaining)
         while time.monotonic() < deadline:
             self.progress(
