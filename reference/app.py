@@ -82,7 +82,8 @@ def build_app(
     app.state.head_revision = head_revision()
     app.state.services = Services()
     app.include_router(content.router)
-    app.include_router(admin.router)
-    app.include_router(uploads.router)
+    if duties.serves_admin:
+        app.include_router(admin.router)
+        app.include_router(uploads.router)
     app.include_router(health.router)
     return app

@@ -90,7 +90,7 @@ class Primary:
         self.settings = settings
         # Cluster mode makes duties_for drop serves_http: the workers serve.
         self.duties = duties_for(settings)
-        self.worker_duties = worker_child_duties()
+        self.worker_duties = worker_child_duties(settings.server.role)
         if settings.faults.cron_on_workers:
             self.worker_duties = replace(self.worker_duties, runs_cron=True)
         self.state_file: Path | None = None

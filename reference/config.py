@@ -94,6 +94,9 @@ class ClusterSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1337, ge=0, le=65535)
+    # "content-api" serves /api and health only: no admin API, uploads,
+    # migrations, cron or webhook delivery, so /api scales on its own.
+    role: Literal["full", "content-api"] = "full"
     cluster: ClusterSettings = ClusterSettings()
 
 
@@ -273,6 +276,8 @@ class Duties:
     runs_cron: bool
     delivers_webhooks: bool
     serves_http: bool
+    # The admin API and uploads; off for a content-api instance.
+    serves_admin: bool = True
     # Today's webhook runner lives in the memory of the process that raised
     # the event; a primary delivers for every instance (see webhooks.py).
     delivers_all_events: bool = False
@@ -287,6 +292,14 @@ def duties_for(settings: Settings) -> Duties:
 
     Cluster off and no INSTANCE_TYPE is today's behaviour: everything.
     """
+    if settings.server.role == "content-api":
+        return Duties(
+            runs_migrations=False,
+            runs_cron=False,
+            delivers_webhooks=False,
+            serves_http=not settings.server.cluster.enabled,
+            serves_admin=False,
+        )
     if settings.instance.type == "worker":
         return worker_child_duties()
     primary = settings.instance.type == "primary" or settings.server.cluster.enabled
@@ -300,13 +313,14 @@ def duties_for(settings: Settings) -> Duties:
     )
 
 
-def worker_child_duties() -> Duties:
-    """Duties of a worker: serve HTTP, nothing else."""
+def worker_child_duties(role: str = "full") -> Duties:
+    """Duties of a worker: serve HTTP (all of it, or only /api), nothing else."""
     return Duties(
         runs_migrations=False,
         runs_cron=False,
         delivers_webhooks=False,
         serves_http=True,
+        serves_admin=role == "full",
     )
 
 
