@@ -231,3 +231,25 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert "two-instances" in dom
     assert "duplicated" in dom
     assert "(pid " in dom
+
+
+def test_the_gate_fails_when_workers_run_cron(tmp_path: Path) -> None:
+    """The regression gate can fail: cluster mode with cron on every worker,
+    as a naive implementation would run it, breaks the once-per-occurrence
+    claims and verify-cluster says which."""
+    done = clusterproof(
+        tmp_path,
+        "--suite",
+        "verify-cluster",
+        "--scenario",
+        "cluster-workers",
+        env={"CLUSTERPROOF_FAULTS__CRON_ON_WORKERS": "true"},
+    )
+    assert done.returncode == 1, done.stderr
+    output = " ".join(done.stderr.split())
+    assert "claim failed: the digest is mailed once per occurrence" in output
+    assert "claim failed: nothing duplicated, nothing lost" in output
+    junit = (tmp_path / "r" / "latest" / "junit.xml").read_text()
+    assert "the digest is mailed once per occurrence" in junit
+    assert "<failure" in junit
+    assert processes_under(tmp_path) == []
