@@ -1,14 +1,16 @@
 """Sessions: `reproduce` shows the bug, `verify-cluster` is the regression
-gate for cluster mode, `tests` runs the test suite, `lint` checks style and
-types.
+gate for cluster mode, `load` is the load benchmark (cluster mode swept
+beside gunicorn and uvicorn), `tests` runs the test suite, `lint` checks
+style and types.
 
-`reproduce` and `verify-cluster` exit with the harness's own code (0 every
-claim held, 1 a claim failed, 2 the harness could not run), so scripts can
-tell the cases apart.
+`reproduce`, `verify-cluster` and `load` exit with the harness's own code
+(0 every claim held, 1 a claim failed, 2 the harness could not run), so
+scripts can tell the cases apart.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import nox
@@ -17,10 +19,12 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_venv = "yes"
 
 
-def _harness(session: nox.Session, suite: str) -> None:
+def _harness(session: nox.Session, *args: str) -> None:
     session.install("-e", ".")
-    command = [f"{session.bin}/clusterproof", "run", "--suite", suite]
-    code = subprocess.call([*command, *session.posargs], env=session.env or None)
+    command = [f"{session.bin}/clusterproof", *args]
+    # nox marks a variable it wants unset with None, which Popen refuses.
+    env = {k: v for k, v in {**os.environ, **session.env}.items() if v is not None}
+    code = subprocess.call([*command, *session.posargs], env=env)
     if code:
         # nox reports every failure as 1; keep the harness's 1/2 distinction.
         raise SystemExit(code)
@@ -29,13 +33,19 @@ def _harness(session: nox.Session, suite: str) -> None:
 @nox.session
 def reproduce(session: nox.Session) -> None:
     """Run two instances on one database and show every duplicate."""
-    _harness(session, "reproduce")
+    _harness(session, "run", "--suite", "reproduce")
 
 
 @nox.session(name="verify-cluster")
 def verify_cluster(session: nox.Session) -> None:
     """The regression gate: every cluster-mode claim must hold."""
-    _harness(session, "verify-cluster")
+    _harness(session, "run", "--suite", "verify-cluster")
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """The load benchmark; options after --, e.g. -- --duration 30 --rounds 3."""
+    _harness(session, "load")
 
 
 @nox.session

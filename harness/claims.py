@@ -3,10 +3,12 @@
     duplicates == 0
     emails_per_occurrence[daily-digest] == 2
     max_migration_runs_per_revision >= 2 or failed_instances >= 1
+    scaling(2) >= 1.4
 
 `and` binds tighter than `or`; parentheses group. A metric is a number, or a
 list of numbers (one per occurrence or event) that satisfies a comparison
-when it is non-empty and every element does.
+when it is non-empty and every element does. A metric with an argument in
+parentheses, `scaling(2)`, is looked up under that name without spaces.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _TOKEN = re.compile(
     r"\s*(?:"
     r"(?P<number>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w.\[])"
-    r"|(?P<metric>[A-Za-z_]\w*(?:\[[^\[\]]+\])?)"
+    r"|(?P<metric>[A-Za-z_]\w*(?:\[[^\[\]]+\]|\(\s*[\w.-]+\s*\))?)"
     r"|(?P<op>==|!=|<=|>=|<|>)"
     r"|(?P<paren>[()])"
     r"|(?P<other>\S+?)(?=\s|$|[()])"
@@ -208,6 +210,8 @@ class _Parser:
         if self.peek() in (("metric", "and"), ("metric", "or")):
             self.fail("a metric name", after=self.previous())
         metric = self.expect("metric", "a metric name", after=self.previous())
+        if "(" in metric:
+            metric = "".join(metric.split())
         op = self.expect("op", "an operator (== != < <= > >=)", after=metric)
         number = self.expect("number", "a number", after=op)
         return Comparison(metric=metric, op=op, number=float(number))

@@ -1,4 +1,5 @@
 """`clusterproof run`: run a suite of scenarios and write the report.
+`clusterproof load`: the load benchmark (one load scenario, with overrides).
 
 Exit codes (DESIGN.md): 0 every claim held (for the reproduce suite: the bug
 reproduced as expected), 1 a claim failed, 2 the harness could not run a
@@ -19,6 +20,9 @@ from rich.table import Table
 from harness import scenario as scenarios
 from harness.database import DatabaseError, check_reachable, postgres_url
 from harness.equivalence import EquivalenceRun
+from harness.load.command import run_load
+from harness.load.generator import LOCUSTFILE
+from harness.load.sweep import LoadRun
 from harness.report import write_junit, write_run_report
 from harness.runner import Options, ScenarioRun, new_run_folder, point_latest
 
@@ -42,6 +46,24 @@ def _instances(text: str) -> int:
             f"--instances must be a whole number from 1 to 16, got {value}"
         )
     return value
+
+
+def _at_least(name: str, low: float, kind: type[int] | type[float] = int) -> Any:
+    """An argparse type: a number of kind, at least low, named in the error."""
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {what} of at least {low:g}, got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,10 +93,48 @@ def parser() -> argparse.ArgumentParser:
         help="folder of scenario files (default: the shipped scenarios)",
     )
     run.add_argument("--reports", type=Path, default=Path("reports"))
+
+    load = commands.add_parser(
+        "load", help="load the content API: cluster mode swept, beside its peers"
+    )
+    load.add_argument("--scenario", default="load-sweep", metavar="NAME")
+    load.add_argument(
+        "--scenarios", type=Path, default=scenarios.SCENARIO_DIR, metavar="DIR"
+    )
+    load.add_argument(
+        "--duration",
+        type=_at_least("--duration", scenarios.MIN_LOAD_SECONDS, float),
+        metavar="SECONDS",
+        help="load time of each point",
+    )
+    load.add_argument("--users", type=_at_least("--users", 1), metavar="N")
+    load.add_argument(
+        "--spawn-rate", type=_at_least("--spawn-rate", 0.1, float), metavar="N"
+    )
+    load.add_argument(
+        "--workers-max",
+        type=_at_least("--workers-max", 1),
+        metavar="N",
+        help="sweep cluster mode from 1 to N workers (default: the CPUs available)",
+    )
+    load.add_argument(
+        "--load-processes",
+        type=_at_least("--load-processes", 1),
+        metavar="N",
+        help="Locust processes generating the load (its master/worker mode)",
+    )
+    load.add_argument("--mix", choices=["read", "write"])
+    load.add_argument("--rounds", type=_at_least("--rounds", 1), metavar="N")
+    load.add_argument("--seed", type=int, metavar="N")
+    load.add_argument("--database", metavar="URL", help="PostgreSQL server URL")
+    load.add_argument("--locustfile", type=Path, default=LOCUSTFILE, metavar="PATH")
+    load.add_argument("--reports", type=Path, default=Path("reports"))
     return root
 
 
-def _select(suite: str, names: list[str], directory: Path) -> list[scenarios.Scenario]:
+def _select(
+    suite: str, names: list[str], directory: Path
+) -> list[scenarios.Scenario | scenarios.LoadScenario]:
     if not directory.is_dir():
         raise scenarios.ScenarioError(f"scenario folder {directory} does not exist")
     if not names:
@@ -137,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     with console.status("starting") as status:
 
         def progress(name: str, stage: str) -> None:
-            if stage.startswith("cron: "):
+            if stage.startswith(("cron: ", "load: ")):
                 status.update(escape(f"{name}: {stage}"))
             else:
                 console.log(escape(f"{name}: {stage}"))
@@ -145,9 +205,12 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             for scenario in selected:
+                where = folder / scenario.name
+                if isinstance(scenario, scenarios.LoadScenario):
+                    results.append(LoadRun(scenario, where, options, progress).run())
+                    continue
                 kind = EquivalenceRun if scenario.variants else ScenarioRun
-                run = kind(scenario, folder / scenario.name, options, progress)
-                results.append(run.run())
+                results.append(kind(scenario, where, options, progress).run())
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: every instance was stopped[/]")
             return EXIT_HARNESS
@@ -180,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "load":
+        return run_load(args, console)
     return run(args)
 
 

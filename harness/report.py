@@ -132,6 +132,23 @@ def scenario_view(result: dict[str, Any]) -> dict[str, Any]:
             {"name": name, "href": _href(folder, name)}
             for name in result.get("files") or []
         ],
+        "load": _load_view(result.get("load")),
+    }
+
+
+def _load_view(load: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A load run's environment, tables and plots; None for other runs."""
+    if not load:
+        return None
+    # matplotlib is loaded only when a report has load results to draw.
+    from harness.load.plots import render
+
+    return {
+        "environment": load.get("environment") or {},
+        "setups": load.get("setups") or [],
+        "peers": load.get("peers") or [],
+        "roles": load.get("roles") or {},
+        "plots": render(load),
     }
 
 

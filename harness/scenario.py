@@ -2,7 +2,8 @@
 
 Adding a scenario needs no Python: the file names the topology, the database,
 the clock pin, the cron tasks the run expects to fire, the workload and the
-claims.
+claims. A file with a [load] table is a load scenario instead: Locust's shape,
+the worker counts to sweep, the peers, and thresholds as claims.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from harness.claims import ClaimError, parse_claim
 from harness.clock import ClockError, parse_instant
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+# Below this, Locust's start and stop are a large part of the run and the
+# figures are noise.
+MIN_LOAD_SECONDS = 3.0
 
 
 class ScenarioError(Exception):
@@ -138,7 +142,38 @@ class Scenario(_Strict):
     claims: list[Claim] = Field(min_length=1)
 
 
-def load(path: Path) -> Scenario:
+class Load(_Strict):
+    """Load on the content API: one point per setup and round."""
+
+    mix: Literal["read", "write"] = "read"
+    users: int = Field(default=16, ge=1, le=10_000)
+    spawn_rate: float = Field(default=100.0, gt=0)
+    duration: float = Field(default=10.0, ge=MIN_LOAD_SECONDS, le=3600)
+    seed: int = 1
+    articles: int = Field(default=200, ge=10, le=100_000)
+    # Cluster mode is swept from 1 to workers_max workers; 0 means the CPUs
+    # available to the harness.
+    workers_max: int = Field(default=0, ge=0, le=256)
+    cluster_off: bool = True
+    peers: list[Literal["gunicorn", "uvicorn"]] = []
+    # Each round runs every setup once, in the reverse order of the round
+    # before, so a drift of the machine's speed falls on all setups alike.
+    rounds: int = Field(default=1, ge=1, le=20)
+    load_processes: int = Field(default=1, ge=1, le=64)
+    roles: bool = False
+    content_api_instances: int = Field(default=1, ge=1, le=16)
+
+
+class LoadScenario(_Strict):
+    name: str
+    description: str
+    suite: Literal["verify-cluster", "load"]
+    database: Database = Database()
+    load: Load
+    claims: list[Claim] = Field(min_length=1)
+
+
+def load(path: Path) -> Scenario | LoadScenario:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -146,8 +181,11 @@ def load(path: Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
 
+    kind: type[Scenario] | type[LoadScenario] = (
+        LoadScenario if "load" in raw else Scenario
+    )
     try:
-        scenario = Scenario.model_validate(raw)
+        scenario = kind.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
@@ -155,7 +193,7 @@ def load(path: Path) -> Scenario:
             f"{path}: {where}: {first['msg']} (got {first.get('input')!r})"
         ) from None
 
-    if scenario.clock.until <= scenario.clock.pin:
+    if isinstance(scenario, Scenario) and scenario.clock.until <= scenario.clock.pin:
         raise ScenarioError(f"{path}: clock.until must be after clock.pin")
     for claim in scenario.claims:
         try:
@@ -173,6 +211,6 @@ def find(name: str, directory: Path = SCENARIO_DIR) -> Path:
     return path
 
 
-def suite(name: str, directory: Path = SCENARIO_DIR) -> list[Scenario]:
+def suite(name: str, directory: Path = SCENARIO_DIR) -> list[Scenario | LoadScenario]:
     scenarios = [load(path) for path in sorted(directory.glob("*.toml"))]
     return [scenario for scenario in scenarios if scenario.suite == name]
