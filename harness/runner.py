@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,31 @@ class StageError(Exception):
         super().__init__(message)
         self.stage = stage
         self.message = message
+
+
+@contextmanager
+def stage(
+    label: str,
+    name: str,
+    progress: Progress,
+    timings: dict[str, float],
+    plain: tuple[type[Exception], ...] = (),
+) -> Iterator[None]:
+    """One stage of a run: announced, timed, and any failure turned into a
+    StageError naming it. Errors of the ``plain`` types carry a message that
+    stands alone; others are prefixed with their type."""
+    progress(label, name)
+    started = time.monotonic()
+    try:
+        yield
+    except StageError:
+        raise
+    except plain as exc:
+        raise StageError(name, str(exc)) from exc
+    except Exception as exc:  # every failure is reported with its stage
+        raise StageError(name, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        timings[name] = round(time.monotonic() - started, 3)
 
 
 @dataclass(frozen=True)
@@ -132,21 +157,11 @@ class ScenarioRun:
         self.timings: dict[str, float] = {}
         self.database_url = ""
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str) -> AbstractContextManager[None]:
         label = self.scenario.name
         if self.variant is not None:
             label += f" ({self.variant.name})"
-        self.progress(label, name)
-        started = time.monotonic()
-        try:
-            yield
-        except StageError:
-            raise
-        except Exception as exc:  # every failure is reported with its stage
-            raise StageError(name, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self.timings[name] = round(time.monotonic() - started, 3)
+        return stage(label, name, self.progress, self.timings)
 
     def run(self) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,7 @@ stopped and result.json names the stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,15 @@ from harness.load.generator import (
 )
 from harness.load.generator import Progress as LoadProgress
 from harness.load.setups import Setup
-from harness.runner import ADMIN_TOKEN, WEBHOOK_SECRET, Options, Progress, write_result
+from harness.runner import (
+    ADMIN_TOKEN,
+    WEBHOOK_SECRET,
+    Options,
+    Progress,
+    StageError,
+    stage,
+    write_result,
+)
 from harness.scenario import Load, LoadScenario
 from harness.sinks import HttpSink
 from harness.topology import Topology
@@ -96,26 +103,16 @@ class LoadRun:
         self.points: list[dict[str, Any]] = []
         self.roles: dict[str, Any] = {}
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.progress(self.scenario.name, name)
-        started = time.monotonic()
-        try:
-            yield
-        except StageFailed:
-            raise
-        except LoadError as exc:
-            raise StageFailed(name, str(exc)) from exc
-        except Exception as exc:  # every failure is reported with its stage
-            raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            self.timings[name] = round(time.monotonic() - started, 3)
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        return stage(
+            self.scenario.name, name, self.progress, self.timings, plain=(LoadError,)
+        )
 
     def run(self) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             result = self._run()
-        except StageFailed as exc:
+        except StageError as exc:
             result = self._error_result(exc.stage, exc.message)
         except KeyboardInterrupt:
             write_result(self.folder, self._error_result("interrupted", "Ctrl-C"))
@@ -150,7 +147,7 @@ class LoadRun:
             try:
                 with self.stage(name):
                     outcome = self._point(setup, 1, index)
-            except StageFailed as exc:
+            except StageError as exc:
                 if setup.workers >= 0:
                     raise
                 # The first roles point starts a content-api instance alone:
@@ -275,13 +272,6 @@ class LoadRun:
             "files": self._files(),
             "timings": self.timings,
         }
-
-
-class StageFailed(Exception):
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.message = message
 
 
 def _migrate(url: str) -> None:
