@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000 + 5
+
+log = logging.getLogger(__name__)
 
 
 class ForkGuard:
@@ -22,46 +27,64 @@ class ForkGuard:
     every connection to one file. A child forked while the parent has a
     connection open inherits that bookkeeping without the locks themselves,
     and its own connections then find the database "locked" until their busy
-    timeout runs out, on every write. SQLite's advice is never to carry a
-    connection across fork(); this guard enforces it for the engines built
-    with ``fork_safe=True``: they keep no idle connections (NullPool), a fork
-    waits until their last connection is closed, and no connection opens
-    while the fork runs. Each use of such an engine is one short unit of
-    work, so a fork waits milliseconds.
+    timeout runs out, on every write; a child forked while another thread is
+    inside SQLite can inherit SQLite's own mutexes held and hang. SQLite's
+    advice is never to carry a connection across fork(); this guard enforces
+    it for the engines built with ``fork_safe=True``: they keep no idle
+    connections (NullPool), a fork waits until their last connection has
+    closed, and no connection opens while the fork runs. Each use of such an
+    engine is one short unit of work, so a fork waits milliseconds.
     """
 
     def __init__(self) -> None:
-        self._idle = threading.Condition()
-        self._open = 0
+        self.idle = threading.Condition()
+        self.open = 0
         os.register_at_fork(
             before=self._before_fork,
-            after_in_parent=self._idle.release,
+            after_in_parent=lambda: self.idle.release(),
             after_in_child=self._forget,
         )
 
-    def connect(self, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-        with self._idle:
-            connection = dialect.connect(*cargs, **cparams)
-            self._open += 1
-        return connection
-
-    def closed(self, _dbapi_connection: Any, _record: Any) -> None:
-        with self._idle:
-            self._open -= 1
-            self._idle.notify_all()
-
     def _before_fork(self) -> None:
-        self._idle.acquire()
-        self._idle.wait_for(lambda: self._open == 0)
+        self.idle.acquire()
+        # A unit of work lasts milliseconds; one that holds its connection
+        # past the limit (a busy database) must not stop respawns for good.
+        if not self.idle.wait_for(lambda: self.open == 0, FORK_WAIT_SECONDS):
+            log.warning(
+                "forking with %d SQLite connection(s) still open after %.0f s",
+                self.open,
+                FORK_WAIT_SECONDS,
+            )
 
     def _forget(self) -> None:
         # The child holds none of the parent's connections, and the lock was
         # held by the parent's forking thread: start afresh.
-        self._idle = threading.Condition()
-        self._open = 0
+        self.idle = threading.Condition()
+        self.open = 0
 
 
-_fork_guard: ForkGuard | None = None
+_fork_guard = ForkGuard()
+
+
+class _GuardedConnection(sqlite3.Connection):
+    """An SQLite connection that ForkGuard counts from the moment it opens
+    until its close has returned (SQLAlchemy's pool events fire before the
+    close, while the connection is still inside SQLite)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _fork_guard.idle:
+            super().__init__(*args, **kwargs)
+            _fork_guard.open += 1
+        self._counted = True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.__dict__.pop("_counted", False):
+                with _fork_guard.idle:
+                    _fork_guard.open -= 1
+                    _fork_guard.idle.notify_all()
 
 
 def make_engine(url: str, fork_safe: bool = False) -> Engine:
@@ -84,15 +107,12 @@ def make_engine(url: str, fork_safe: bool = False) -> Engine:
         event.listen(engine, "connect", _tune_sqlite)
         return engine
 
-    global _fork_guard
-    if _fork_guard is None:
-        _fork_guard = ForkGuard()
     engine = create_engine(
-        parsed, connect_args={"check_same_thread": False}, poolclass=NullPool
+        parsed,
+        connect_args={"check_same_thread": False, "factory": _GuardedConnection},
+        poolclass=NullPool,
     )
-    event.listen(engine, "do_connect", _fork_guard.connect)
     event.listen(engine, "connect", _tune_sqlite)
-    event.listen(engine.pool, "close", _fork_guard.closed)
     return engine
 
 
