@@ -10,11 +10,12 @@ from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from harness.topology import free_port
 from reference import migrate
 from reference.app import build_app
 from reference.config import Duties, Settings, load_settings
 from reference.db import make_engine
-from tests.reference.support import Inbox, free_port
+from tests.reference.support import Inbox
 
 ADMIN_TOKEN = "test-admin-token"
 HTTP_ONLY = Duties(

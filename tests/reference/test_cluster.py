@@ -27,8 +27,9 @@ from fastapi.testclient import TestClient
 
 from harness.sinks import HttpSink, SmtpSink
 from harness.sinks.ledger import read_ledger
+from harness.topology import free_port
 from reference.supervisor import EXIT_WORKER_BOOT
-from tests.reference.support import free_port, wait_for
+from tests.reference.support import wait_for
 from tests.reference.test_webhooks import SECRET
 
 TOKEN = "cluster-test"

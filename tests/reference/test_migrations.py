@@ -12,10 +12,11 @@ import pytest
 from alembic import command
 from sqlalchemy import func, insert, select
 
+from harness.topology import free_port
 from reference import migrate
 from reference.db import make_engine
 from reference.models import Article, Event, MigrationRun
-from tests.reference.support import free_port, wait_for
+from tests.reference.support import wait_for
 
 
 def _welcomes(engine: object) -> int:

@@ -14,7 +14,8 @@ import pytest
 from freezegun import freeze_time
 from standardwebhooks.webhooks import Webhook
 
-from tests.reference.support import Inbox, Receiver, free_port, wait_for
+from harness.topology import free_port
+from tests.reference.support import Inbox, Receiver, wait_for
 from tests.reference.test_webhooks import SECRET
 
 TOKEN = {"Authorization": "Bearer e2e"}
