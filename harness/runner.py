@@ -508,7 +508,9 @@ def write_result(folder: Path, result: dict[str, Any]) -> None:
 
 def new_run_folder(reports: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = reports / f"{stamp}-{secrets.token_hex(2)}"
+    # Absolute, because instances run in folders of their own and are handed
+    # paths inside this one (the start gate, the uploads).
+    folder = reports.resolve() / f"{stamp}-{secrets.token_hex(2)}"
     folder.mkdir(parents=True)
     return folder
 

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 def clusterproof(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    # From tmp_path with a relative reports folder, as `nox -s reproduce` runs.
     return subprocess.run(
         [
             sys.executable,
@@ -33,9 +34,10 @@ def clusterproof(
             "harness.cli",
             "run",
             "--reports",
-            str(tmp_path / "r"),
+            "r",
             *args,
         ],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=240,
@@ -182,18 +184,20 @@ def test_ctrl_c_stops_every_instance(tmp_path: Path) -> None:
             "--scenario",
             "two-instances",
             "--reports",
-            str(tmp_path / "r"),
+            "r",
         ],
+        cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while not processes_under(tmp_path) and time.monotonic() < deadline:
+        # The run itself works in tmp_path; its instances work in the reports.
+        while not processes_under(tmp_path / "r") and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)
-        assert processes_under(tmp_path), "no instance started"
+        assert processes_under(tmp_path / "r"), "no instance started"
         run.send_signal(signal.SIGINT)
         output, _ = run.communicate(timeout=60)
     finally:
