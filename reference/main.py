@@ -107,6 +107,10 @@ def prepare_schema(settings: Settings, duties: Duties) -> int:
             applied = migrate.upgrade(engine, settings.instance.id)
             log.info("migrations at head (%d applied)", applied)
         else:
+            log.info(
+                "waiting up to %g s for another instance to migrate",
+                SCHEMA_WAIT_SECONDS,
+            )
             migrate.wait_for_head(engine, SCHEMA_WAIT_SECONDS)
             log.info("schema at head, migrated by another instance")
     except migrate.MigrationError as exc:

@@ -55,8 +55,9 @@ class Setup:
     # them; the write-mix comparison is therefore tilted against us.
     @property
     def needs_schema(self) -> bool:
-        """Peers serve without migrating: the harness migrates first."""
-        return self.kind in PEERS
+        """Peers, and a content-api instance alone, serve without migrating:
+        the harness migrates first."""
+        return self.kind in PEERS or (self.kind == "roles" and self.workers < 0)
 
     def instances(self, folder: Path, env: dict[str, str]) -> list[Instance]:
         if self.kind == "roles":

@@ -275,8 +275,8 @@ class LoadRun:
 
 
 def _migrate(url: str) -> None:
-    # The peers' processes serve only; the schema is brought to head here,
-    # once, as our primary would before forking.
+    # For servers that serve only (the peers, a content-api instance alone):
+    # the schema is brought to head here, once, as our primary would.
     engine = make_engine(url)
     try:
         upgrade(engine, "load-harness")

@@ -102,3 +102,34 @@ def test_a_short_run_writes_the_report_and_leaves_nothing(tmp_path: Path) -> Non
     assert len(list((points / "02-cluster-1" / "served").glob("*.json"))) == 2
     html = (run / "index.html").read_text()
     assert 'id="plot-throughput"' in html
+
+
+def test_the_roles_points_measure_content_api_instances(tmp_path: Path) -> None:
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    text = (SCENARIO_DIR / "load-smoke.toml").read_text()
+    for old, new in {
+        "workers_max = 2": "workers_max = 1\nroles = true",
+        "cluster_off = true": "cluster_off = false",
+    }.items():
+        assert old in text
+        text = text.replace(old, new)
+    (scenarios / "load-smoke.toml").write_text(text)
+    done = clusterproof_load(
+        tmp_path, "--scenarios", str(scenarios), "--scenario", "load-smoke",
+        "--duration", "3", "--users", "4",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert processes_under(tmp_path) == []
+    run = (tmp_path / "r" / "latest").resolve()
+    roles = json.loads((run / "load-smoke" / "result.json").read_text())["load"][
+        "roles"
+    ]
+    assert roles["available"], roles.get("reason")
+    points = {p["setup"]: p for p in roles["points"]}
+    assert sorted(points) == ["content-api", "full", "full+1-content-api"]
+    for figures in points.values():
+        assert figures["requests"] > 0 and figures["error_rate"] == 0
+    # One full instance and one content-api instance both took requests.
+    assert len(points["full+1-content-api"]["per_worker"]) == 2
+    assert sorted(roles["idle"]) == ["content-api", "full"]
