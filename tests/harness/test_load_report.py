@@ -110,3 +110,22 @@ def test_report_is_self_contained_and_shows_the_comparison(tmp_path: Path) -> No
     assert "gunicorn-2" in html and "peer p95 ms" in html
     assert "not measured: server.role is unknown" in html
     assert "test CPU" in html and "SQLite 3 (WAL)" in html
+
+
+def test_roles_table_shows_idle_figures_where_measured(tmp_path: Path) -> None:
+    result = load_result()
+    result["load"]["roles"] = {
+        "available": True,
+        "points": [
+            point("content-api", "roles", -1, 190.0),
+            point("full+1-content-api", "roles", 1, 300.0),
+        ],
+        # Only instances measured alone at rest have idle figures.
+        "idle": {"content-api": {"seconds": 3.0, "cpu_seconds": 0.04, "rss_mb": 91.5}},
+    }
+    html = write_run_report(tmp_path / "run", [result], "load").read_text()
+    rows = re.findall(r"<tr>\s*<td>([\w+-]+)</td>(.*?)</tr>", html, re.S)
+    number = r'<td class="num">([^<]*)</td>'
+    cells = {name: re.findall(number, row) for name, row in rows}
+    assert cells["content-api"][:3] == ["0.04", "91.5", "190.0"]
+    assert cells["full+1-content-api"][:3] == ["-", "-", "300.0"]
