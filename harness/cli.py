@@ -243,9 +243,16 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "load":
-        return run_load(args, console)
-    return run(args)
+    try:
+        if args.command == "load":
+            return run_load(args, console)
+        return run(args)
+    except Exception:
+        # Python exits 1 on an uncaught exception, which a gate would read as
+        # a failed claim; a fault of the harness is "could not run".
+        console.print_exception()
+        console.print("[red]error:[/] the harness failed; the traceback shows where")
+        return EXIT_HARNESS
 
 
 if __name__ == "__main__":

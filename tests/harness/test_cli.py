@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness import cli
 from harness.scenario import SCENARIO_DIR
 from tests.conftest import postgres_server_url
 
@@ -149,6 +150,22 @@ def test_instance_that_dies_at_boot_exits_2_and_leaves_nothing(tmp_path: Path) -
     broken = result(tmp_path, "two-instances")
     assert broken["verdict"] == "error"
     assert broken["claims"] == []
+    assert processes_under(tmp_path) == []
+
+
+def test_a_fault_of_the_harness_exits_2_not_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_report(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr(cli, "write_run_report", broken_report)
+    code = cli.main(
+        ["run", "--suite", "reproduce", "--scenario", "boot-race",
+         "--reports", str(tmp_path / "r")]
+    )  # fmt: skip
+    assert code == 2
+    assert not (tmp_path / "r" / "latest").exists()
     assert processes_under(tmp_path) == []
 
 
