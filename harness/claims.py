@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
@@ -27,6 +28,10 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
+
+# A list of more figures than this (one per event of a busy run) is shown as
+# a tally of its values: a person reads "[1 ×41, 2 ×1]", not 42 numbers.
+LIST_SHOWN_WHOLE = 8
 
 # Longest operators first, so '<=' is not read as '<' then '='. A stray
 # character is its own token, so the parser can name it in its error.
@@ -137,6 +142,10 @@ def _holds(
 
 
 def _format(value: Any) -> str:
+    """[1, 2] -> '[1, 2]'; a long list as a tally, [1 ×41, 2 ×1]."""
+    if isinstance(value, list | tuple) and len(value) > LIST_SHOWN_WHOLE:
+        tally = sorted(Counter(value).items())
+        return "[" + ", ".join(f"{_format(v)} ×{n}" for v, n in tally) + "]"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_format(v) for v in value) + "]"
     if isinstance(value, float) and value.is_integer():

@@ -106,6 +106,13 @@ def test_a_claim_that_fails_shows_the_figure() -> None:
     }
 
 
+def test_a_long_list_is_shown_as_a_tally() -> None:
+    metrics = {"deliveries_per_event[entry.create]": [1] * 40 + [2, 0]}
+    result = evaluate("deliveries_per_event[entry.create] == 1", metrics)
+    assert result.held is False
+    assert result.observed == "deliveries_per_event[entry.create] = [0 ×1, 1 ×40, 2 ×1]"
+
+
 def test_or_holds_when_one_side_does() -> None:
     result = evaluate(
         "max_migration_runs_per_revision >= 2 or failed_instances >= 1", METRICS
