@@ -7,7 +7,7 @@ Metric names (for claims):
         run is enough to break a threshold
     balance                     list over runs of cluster mode with 2+ workers
     rps[<setup>] ... cpu_s_per_1k[<setup>], balance[<setup>]
-                                one setup, averaged over its rounds
+                                one setup, the median of its rounds
     scaling(N)                  rps of cluster N workers / rps of cluster off
     peer_throughput_ratio[N], peer_p95_ratio[N] (and lists without [N])
                                 cluster N workers over the best peer with N
@@ -26,8 +26,9 @@ from typing import Any
 from harness.load.generator import Run
 from harness.load.setups import PEERS, Setup
 
-# Figures averaged over the rounds of one setup.
-AVERAGED = ("rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "cpu_s_per_1k")
+# Figures of one setup: the median of its rounds, which one round disturbed
+# by the machine cannot move far.
+PER_ROUND = ("rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "cpu_s_per_1k")
 
 
 def point_figures(
@@ -70,7 +71,7 @@ def point_figures(
 
 
 def by_setup(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per setup, in first-run order, averaged over its rounds."""
+    """One row per setup, in first-run order, the median of its rounds."""
     rows: dict[str, dict[str, Any]] = {}
     for point in points:
         row = rows.setdefault(
@@ -81,8 +82,8 @@ def by_setup(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows.values():
         runs = row.pop("runs")
         row["rounds"] = len(runs)
-        for key in AVERAGED:
-            row[key] = round(statistics.fmean(run[key] for run in runs), 4)
+        for key in PER_ROUND:
+            row[key] = round(statistics.median(run[key] for run in runs), 4)
         balances = [run["balance"] for run in runs]
         row["balance"] = None if None in balances else max(balances)
         row["idle_workers"] = max(run["idle_workers"] for run in runs)
@@ -140,7 +141,7 @@ def metrics(
     ]
     found["generator_saturated"] = sum(1 for p in points if p["generator_saturated"])
     for row in setups:
-        for key in (*AVERAGED, "balance"):
+        for key in (*PER_ROUND, "balance"):
             value = row[key]
             found[f"{key}[{row['setup']}]"] = math.inf if value is None else value
     rps = {row["setup"]: row["rps"] for row in setups}

@@ -190,3 +190,11 @@ def test_bad_load_scenarios_are_refused(
     path.write_text(LOAD_FILE.format(load=table, check=check))
     with pytest.raises(ScenarioError, match=message):
         load(path)
+
+
+def test_a_setup_row_is_the_median_of_its_rounds() -> None:
+    rounds = [point("cluster-2", "cluster", 2, rps) for rps in (300.0, 310.0, 90.0)]
+    (row,) = figures.by_setup(rounds)
+    assert row["rounds"] == 3
+    # The disturbed third round does not drag the row down as a mean would.
+    assert row["rps"] == 300.0
