@@ -9,6 +9,7 @@ scenario.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,13 @@ from harness.load.command import run_load
 from harness.load.generator import LOCUSTFILE
 from harness.load.sweep import LoadRun
 from harness.report import write_junit, write_run_report
-from harness.runner import Options, ScenarioRun, new_run_folder, point_latest
+from harness.runner import (
+    Options,
+    ScenarioRun,
+    interrupted_by,
+    new_run_folder,
+    point_latest,
+)
 
 EXIT_HELD = 0
 EXIT_CLAIM_FAILED = 1
@@ -211,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 kind = EquivalenceRun if scenario.variants else ScenarioRun
                 results.append(kind(scenario, where, options, progress).run())
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: every instance was stopped[/]")
+        except KeyboardInterrupt as exc:
+            by = interrupted_by(exc)
+            console.print(f"[yellow]interrupted by {by}: every instance was stopped[/]")
             return EXIT_HARNESS
 
     index = write_run_report(folder, results, title=f"clusterproof {args.suite}")
@@ -241,8 +249,17 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Instances run in sessions of their own, so a SIGTERM (a CI timeout, a
+    # cancelled job) or SIGHUP (a closed terminal) that killed the harness
+    # would leave them serving. Both stop the run as Ctrl-C does.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         if args.command == "load":
             return run_load(args, console)

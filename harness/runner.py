@@ -170,8 +170,10 @@ class ScenarioRun:
             result = self._run()
         except StageError as exc:
             result = self._error_result(exc.stage, exc.message)
-        except KeyboardInterrupt:
-            result = self._error_result("interrupted", "stopped by Ctrl-C")
+        except KeyboardInterrupt as exc:
+            result = self._error_result(
+                "interrupted", f"stopped by {interrupted_by(exc)}"
+            )
             self._write(result)
             raise
         self._write(result)
@@ -504,6 +506,11 @@ def write_result(folder: Path, result: dict[str, Any]) -> None:
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(result, indent=2, default=str) + "\n")
     os.replace(partial, path)
+
+
+def interrupted_by(exc: KeyboardInterrupt) -> str:
+    """'SIGTERM' for a signal the CLI turned into an interrupt, else 'Ctrl-C'."""
+    return str(exc) or "Ctrl-C"
 
 
 def new_run_folder(reports: Path) -> Path:

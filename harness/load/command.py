@@ -21,7 +21,7 @@ from harness.database import DatabaseError, check_reachable, postgres_url
 from harness.load.generator import LoadError, check_locustfile
 from harness.load.sweep import LoadRun
 from harness.report import write_run_report
-from harness.runner import Options, new_run_folder, point_latest
+from harness.runner import Options, interrupted_by, new_run_folder, point_latest
 
 EXIT_HELD = 0
 EXIT_THRESHOLD_FAILED = 1
@@ -92,8 +92,9 @@ def run_load(args: argparse.Namespace, console: Console) -> int:
             result = LoadRun(
                 scenario, folder / scenario.name, options, progress, args.locustfile
             ).run()
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: every process was stopped[/]")
+        except KeyboardInterrupt as exc:
+            by = interrupted_by(exc)
+            console.print(f"[yellow]interrupted by {by}: every process was stopped[/]")
             return EXIT_HARNESS
 
     index = write_run_report(

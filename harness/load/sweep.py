@@ -39,6 +39,7 @@ from harness.runner import (
     Options,
     Progress,
     StageError,
+    interrupted_by,
     stage,
     write_result,
 )
@@ -114,8 +115,9 @@ class LoadRun:
             result = self._run()
         except StageError as exc:
             result = self._error_result(exc.stage, exc.message)
-        except KeyboardInterrupt:
-            write_result(self.folder, self._error_result("interrupted", "Ctrl-C"))
+        except KeyboardInterrupt as exc:
+            stopped = f"stopped by {interrupted_by(exc)}"
+            write_result(self.folder, self._error_result("interrupted", stopped))
             raise
         write_result(self.folder, result)
         return result

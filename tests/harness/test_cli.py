@@ -189,7 +189,13 @@ def test_port_in_use_exits_2(tmp_path: Path, which: str) -> None:
     assert processes_under(tmp_path) == []
 
 
-def test_ctrl_c_stops_every_instance(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "named"),
+    [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")],
+)
+def test_a_stop_signal_stops_every_instance(
+    tmp_path: Path, signum: int, named: str
+) -> None:
     run = subprocess.Popen(
         [
             sys.executable,
@@ -215,13 +221,17 @@ def test_ctrl_c_stops_every_instance(tmp_path: Path) -> None:
             time.sleep(0.1)
         time.sleep(1.0)
         assert processes_under(tmp_path / "r"), "no instance started"
-        run.send_signal(signal.SIGINT)
+        run.send_signal(signum)
         output, _ = run.communicate(timeout=60)
     finally:
         run.kill()
     assert run.returncode == 2, output
-    assert "interrupted" in output
+    assert f"interrupted by {named}" in output
     assert processes_under(tmp_path) == []
+    # No latest link: an interrupted run claims nothing; its folder says why.
+    assert not (tmp_path / "r" / "latest").exists()
+    (written,) = (tmp_path / "r").glob("*/two-instances/result.json")
+    assert json.loads(written.read_text())["error"]["message"] == f"stopped by {named}"
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
