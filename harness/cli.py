@@ -146,7 +146,16 @@ def _select(
         raise scenarios.ScenarioError(f"scenario folder {directory} does not exist")
     if not names:
         return scenarios.suite(suite, directory)
-    return [scenarios.load(scenarios.find(name, directory)) for name in names]
+    selected = [scenarios.load(scenarios.find(name, directory)) for name in names]
+    for scenario in selected:
+        # A reproduce scenario "passes" when the bug shows: run by the gate,
+        # it would turn verify-cluster green on a duplicate.
+        if scenario.suite != suite:
+            raise scenarios.ScenarioError(
+                f"scenario {scenario.name!r} belongs to the {scenario.suite} "
+                f"suite, not {suite}; run it with nox -s {scenario.suite}"
+            )
+    return selected
 
 
 def _table(results: list[dict[str, Any]]) -> Table:

@@ -205,10 +205,14 @@ def load(path: Path) -> Scenario | LoadScenario:
 
 def find(name: str, directory: Path = SCENARIO_DIR) -> Path:
     path = directory / f"{name}.toml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
-        raise ScenarioError(f"unknown scenario {name!r}; known scenarios: {known}")
-    return path
+    if path.exists():
+        return path
+    known = ", ".join(sorted(p.stem for p in directory.glob("*.toml")))
+    if not known:
+        raise ScenarioError(
+            f"unknown scenario {name!r}: {directory} has no .toml files"
+        )
+    raise ScenarioError(f"unknown scenario {name!r}; known scenarios: {known}")
 
 
 def suite(name: str, directory: Path = SCENARIO_DIR) -> list[Scenario | LoadScenario]:

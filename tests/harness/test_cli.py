@@ -119,6 +119,11 @@ def test_reproduce_on_postgresql(tmp_path: Path) -> None:
         ),
         (["--database", "mysql://root@127.0.0.1/test"], "must be a PostgreSQL URL"),
         (["--instances", "0"], "--instances must be a whole number from 1 to 16"),
+        (
+            ["--scenario", "cluster-workers"],
+            "scenario 'cluster-workers' belongs to the verify-cluster suite, "
+            "not reproduce; run it with nox -s verify-cluster",
+        ),
     ],
 )
 def test_bad_input_exits_2_before_running(
@@ -128,6 +133,25 @@ def test_bad_input_exits_2_before_running(
     assert done.returncode == 2
     assert re.search(message, " ".join(done.stderr.split()))
     assert not (tmp_path / "r" / "latest").exists()
+
+
+def test_a_reproduce_scenario_cannot_pass_the_gate(tmp_path: Path) -> None:
+    done = clusterproof(
+        tmp_path, "--suite", "verify-cluster", "--scenario", "two-instances"
+    )
+    assert done.returncode == 2
+    assert "belongs to the reproduce suite" in " ".join(done.stderr.split())
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_scenario_folder_says_so(tmp_path: Path) -> None:
+    (tmp_path / "none").mkdir()
+    done = clusterproof(
+        tmp_path, "--suite", "reproduce", "--scenarios", str(tmp_path / "none"),
+        "--scenario", "two-instances",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"{tmp_path / 'none'} has no .toml files" in " ".join(done.stderr.split())
 
 
 def test_broken_scenario_file_exits_2(tmp_path: Path) -> None:
