@@ -42,15 +42,16 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _instances(text: str) -> int:
+    # One instance cannot duplicate anything: claims written per instance
+    # ("mailed {instances} times") would hold and prove nothing.
+    rule = "--instances must be a whole number from 2 to 16"
     try:
         value = int(text)
     except ValueError:
+        raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
+    if not 2 <= value <= 16:
         raise argparse.ArgumentTypeError(
-            f"--instances must be a whole number from 1 to 16, got {text!r}"
-        ) from None
-    if not 1 <= value <= 16:
-        raise argparse.ArgumentTypeError(
-            f"--instances must be a whole number from 1 to 16, got {value}"
+            f"{rule} (a duplicate needs two instances), got {value}"
         )
     return value
 

@@ -118,7 +118,9 @@ def test_reproduce_on_postgresql(tmp_path: Path) -> None:
             "is unreachable .*start PostgreSQL or fix --database",
         ),
         (["--database", "mysql://root@127.0.0.1/test"], "must be a PostgreSQL URL"),
-        (["--instances", "0"], "--instances must be a whole number from 1 to 16"),
+        (["--instances", "0"], "--instances must be a whole number from 2 to 16"),
+        (["--instances", "1"], r"\(a duplicate needs two instances\), got 1"),
+        (["--instances", "abc"], "from 2 to 16, got 'abc'"),
         (
             ["--scenario", "cluster-workers"],
             "scenario 'cluster-workers' belongs to the verify-cluster suite, "
