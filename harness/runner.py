@@ -21,8 +21,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
-
 from harness import database
 from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
@@ -95,7 +93,7 @@ def expected_occurrences(scenario: Scenario) -> list[tuple[str, str]]:
     """Every fire time of every declared task in (pin, until]."""
     occurrences = []
     for task in scenario.tasks:
-        trigger = CronTrigger.from_crontab(task.rule, timezone=task.tz)
+        trigger = task.trigger()
         fire = trigger.get_next_fire_time(
             None, scenario.clock.pin + timedelta(microseconds=1)
         )
@@ -115,7 +113,7 @@ def expected_publishes(
     for task in scenario.tasks:
         if task.effect != "publish":
             continue
-        trigger = CronTrigger.from_crontab(task.rule, timezone=task.tz)
+        trigger = task.trigger()
         for name, fire_text in expected_occurrences(scenario):
             if name != task.name:
                 continue

@@ -12,8 +12,17 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.claims import ClaimError, parse_claim
 from harness.clock import ClockError, parse_instant
@@ -88,6 +97,23 @@ class CronTask(_Strict):
     rule: str
     tz: str = "UTC"
     effect: Literal["email", "publish"]
+
+    @model_validator(mode="after")
+    def _valid_rule(self) -> CronTask:
+        # Here, not when the checker first needs the fire times: a typo in a
+        # rule must not cost a whole run before it is reported.
+        try:
+            self.trigger()
+        except (ValueError, ZoneInfoNotFoundError) as exc:
+            raise ValueError(
+                f"task {self.name!r}: rule {self.rule!r} in {self.tz!r} is not "
+                f"a valid cron rule ({exc}); write five fields like '0 9 * * *' "
+                "and an IANA time zone like 'UTC'"
+            ) from None
+        return self
+
+    def trigger(self) -> CronTrigger:
+        return CronTrigger.from_crontab(self.rule, timezone=ZoneInfo(self.tz))
 
 
 class ScheduledArticle(_Strict):
@@ -187,11 +213,12 @@ def load(path: Path) -> Scenario | LoadScenario:
     try:
         scenario = kind.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ScenarioError(f"{path}: {_first_error(exc)}") from None
+    if scenario.name != path.stem:
         raise ScenarioError(
-            f"{path}: {where}: {first['msg']} (got {first.get('input')!r})"
-        ) from None
+            f"{path}: name {scenario.name!r} must match the file name; rename "
+            f"the file to {scenario.name}.toml or set name = {path.stem!r}"
+        )
 
     if isinstance(scenario, Scenario) and scenario.clock.until <= scenario.clock.pin:
         raise ScenarioError(f"{path}: clock.until must be after clock.pin")
@@ -201,6 +228,21 @@ def load(path: Path) -> Scenario | LoadScenario:
         except (ClaimError, KeyError, IndexError) as exc:
             raise ScenarioError(f"{path}: claim {claim.name!r}: {exc}") from None
     return scenario
+
+
+def _first_error(exc: ValidationError) -> str:
+    """tasks[0].effect: input should be 'email' or 'publish' (got 'fax')"""
+    first = exc.errors()[0]
+    where = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
+    ).lstrip(".")
+    if first["type"] == "value_error":
+        # Our own validators' messages already show the bad value.
+        message = str(first["ctx"]["error"])
+    else:
+        message = f"{first['msg'][0].lower()}{first['msg'][1:]}"
+        message += f" (got {first.get('input')!r})"
+    return f"{where or '(top level)'}: {message}"
 
 
 def find(name: str, directory: Path = SCENARIO_DIR) -> Path:

@@ -28,8 +28,8 @@ check = "emails_per_occurrence[daily-digest] == 1"
 """
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "scenario.toml"
+def write(tmp_path: Path, text: str, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.toml"
     path.write_text(text)
     return path
 
@@ -59,7 +59,21 @@ def test_expected_occurrences_cover_pin_to_until(tmp_path: Path) -> None:
         (MINIMAL.replace("09:01:05Z", "08:00:00Z"), "clock.until must be after"),
         (MINIMAL.replace("08:59:50Z", "soon"), "clock.pin"),
         (MINIMAL.replace("== 1", "== one"), "claim 'digest once'"),
-        (MINIMAL.replace('effect = "email"', 'effect = "fax"'), "tasks.0.effect"),
+        (
+            MINIMAL.replace('effect = "email"', 'effect = "fax"'),
+            r"tasks\[0\]\.effect: input should be 'email' or 'publish' \(got 'fax'\)",
+        ),
+        (
+            MINIMAL.replace('rule = "0 9 * * *"', 'rule = "61 25 * * *"'),
+            r"tasks\[0\]: task 'daily-digest': rule '61 25 \* \* \*' in 'UTC' is not "
+            "a valid cron rule",
+        ),
+        (
+            MINIMAL.replace(
+                'rule = "* * * * *"', 'rule = "* * * * *"\ntz = "Mars/Base"'
+            ),
+            "rule '.*' in 'Mars/Base' is not a valid cron rule",
+        ),
     ],
 )
 def test_broken_scenarios_name_the_problem(
@@ -67,6 +81,24 @@ def test_broken_scenarios_name_the_problem(
 ) -> None:
     with pytest.raises(scenarios.ScenarioError, match=match):
         scenarios.load(write(tmp_path, text))
+
+
+def test_a_bad_instant_is_shown_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("2026-01-01T08:59:50Z", "yesterday")
+    with pytest.raises(scenarios.ScenarioError) as raised:
+        scenarios.load(write(tmp_path, text))
+    assert str(raised.value).endswith(
+        "clock.pin: clock instant must be ISO 8601 like 2026-01-01T08:59:50Z, "
+        "got 'yesterday'"
+    )
+
+
+def test_the_name_must_match_the_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        scenarios.ScenarioError,
+        match="name 'tiny' must match the file name; rename the file to tiny.toml",
+    ):
+        scenarios.load(write(tmp_path, MINIMAL, name="small"))
 
 
 def test_unknown_scenario_lists_the_known_ones() -> None:
