@@ -78,6 +78,16 @@ class Claim:
     text: str
     expression: Expression
 
+    def metrics(self) -> list[str]:
+        """The metrics the claim compares: 'a == 0 and b < 1' -> ['a', 'b']."""
+        return _metrics_of(self.expression)
+
+
+def _metrics_of(expression: Expression) -> list[str]:
+    if isinstance(expression, Comparison):
+        return [expression.metric]
+    return [name for part in expression.parts for name in _metrics_of(part)]
+
 
 @dataclass(frozen=True)
 class ClaimResult:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from harness import metrics
 from harness.claims import ClaimError, parse_claim
 from harness.clock import ClockError, parse_instant
 
@@ -222,11 +223,18 @@ def load(path: Path) -> Scenario | LoadScenario:
 
     if isinstance(scenario, Scenario) and scenario.clock.until <= scenario.clock.pin:
         raise ScenarioError(f"{path}: clock.until must be after clock.pin")
+    is_load = isinstance(scenario, LoadScenario)
+    tasks = [] if isinstance(scenario, LoadScenario) else scenario.tasks
+    task_names = [task.name for task in tasks]
     for claim in scenario.claims:
         try:
-            parse_claim(claim.check.format(instances=1))
+            parsed = parse_claim(claim.check.format(instances=1))
         except (ClaimError, KeyError, IndexError) as exc:
             raise ScenarioError(f"{path}: claim {claim.name!r}: {exc}") from None
+        for metric in parsed.metrics():
+            problem = metrics.unknown(metric, load=is_load, tasks=task_names)
+            if problem:
+                raise ScenarioError(f"{path}: claim {claim.name!r}: {problem}")
     return scenario
 
 

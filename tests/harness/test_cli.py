@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import cli
+from harness import cli, metrics
 from harness.scenario import SCENARIO_DIR
 from tests.conftest import postgres_server_url
 
@@ -308,5 +308,9 @@ def test_the_gate_fails_when_workers_run_cron(tmp_path: Path) -> None:
     assert "claim failed: nothing duplicated, nothing lost" in output
     junit = (tmp_path / "r" / "latest" / "junit.xml").read_text()
     assert "the digest is mailed once per occurrence" in junit
+    # The runner's measures are figures a claim may name.
+    measures = result(tmp_path, "cluster-workers")["measures"]
+    assert "serving_processes" in measures
+    assert [name for name in measures if metrics.unknown(name, load=False)] == []
     assert "<failure" in junit
     assert processes_under(tmp_path) == []

@@ -60,6 +60,14 @@ def test_expected_occurrences_cover_pin_to_until(tmp_path: Path) -> None:
         (MINIMAL.replace("08:59:50Z", "soon"), "clock.pin"),
         (MINIMAL.replace("== 1", "== one"), "claim 'digest once'"),
         (
+            MINIMAL.replace("emails_per", "sms_per"),
+            "claim 'digest once': unknown metric 'sms_per_occurrence",
+        ),
+        (
+            MINIMAL.replace("occurrence[daily-digest]", "occurrence[daily]"),
+            "claim 'digest once': .* the task must be one of daily-digest, publish",
+        ),
+        (
             MINIMAL.replace('effect = "email"', 'effect = "fax"'),
             r"tasks\[0\]\.effect: input should be 'email' or 'publish' \(got 'fax'\)",
         ),
