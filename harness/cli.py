@@ -27,6 +27,7 @@ from harness.load.sweep import LoadRun
 from harness.report import write_junit, write_run_report
 from harness.runner import (
     Options,
+    ReportsError,
     ScenarioRun,
     interrupted_by,
     new_run_folder,
@@ -205,7 +206,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/] no scenario belongs to suite {args.suite!r}")
         return EXIT_HARNESS
 
-    folder = new_run_folder(args.reports)
+    try:
+        folder = new_run_folder(args.reports)
+    except ReportsError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_HARNESS
     options = Options(
         reports=args.reports, database=args.database, instances=args.instances
     )

@@ -506,6 +506,10 @@ def write_result(folder: Path, result: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
+class ReportsError(Exception):
+    """The reports folder cannot hold a new run."""
+
+
 def interrupted_by(exc: KeyboardInterrupt) -> str:
     """'SIGTERM' for a signal the CLI turned into an interrupt, else 'Ctrl-C'."""
     return str(exc) or "Ctrl-C"
@@ -516,7 +520,13 @@ def new_run_folder(reports: Path) -> Path:
     # Absolute, because instances run in folders of their own and are handed
     # paths inside this one (the start gate, the uploads).
     folder = reports.resolve() / f"{stamp}-{secrets.token_hex(2)}"
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise ReportsError(
+            f"cannot create a run folder in {reports} ({exc.strerror}); "
+            "choose a writable folder with --reports"
+        ) from None
     return folder
 
 

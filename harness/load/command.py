@@ -21,7 +21,13 @@ from harness.database import DatabaseError, check_reachable, postgres_url
 from harness.load.generator import LoadError, check_locustfile
 from harness.load.sweep import LoadRun
 from harness.report import write_run_report
-from harness.runner import Options, interrupted_by, new_run_folder, point_latest
+from harness.runner import (
+    Options,
+    ReportsError,
+    interrupted_by,
+    new_run_folder,
+    point_latest,
+)
 
 EXIT_HELD = 0
 EXIT_THRESHOLD_FAILED = 1
@@ -74,11 +80,11 @@ def run_load(args: argparse.Namespace, console: Console) -> int:
             check_reachable(postgres_url(args.database))
         # Before any server starts: a broken Locust file costs nothing.
         check_locustfile(args.locustfile)
-    except (scenarios.ScenarioError, DatabaseError, LoadError) as exc:
+        folder = new_run_folder(args.reports)
+    except (scenarios.ScenarioError, DatabaseError, LoadError, ReportsError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_HARNESS
 
-    folder = new_run_folder(args.reports)
     options = Options(reports=args.reports, database=args.database)
     console.print(f"run folder: {folder}")
     with console.status("starting") as status:

@@ -137,6 +137,16 @@ def test_bad_input_exits_2_before_running(
     assert not (tmp_path / "r" / "latest").exists()
 
 
+def test_an_unwritable_reports_folder_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "r").write_text("not a folder")
+    done = clusterproof(tmp_path, "--suite", "reproduce")
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "cannot create a run folder in r (Not a directory)" in message
+    assert "choose a writable folder with --reports" in message
+    assert "Traceback" not in done.stderr
+
+
 def test_a_reproduce_scenario_cannot_pass_the_gate(tmp_path: Path) -> None:
     done = clusterproof(
         tmp_path, "--suite", "verify-cluster", "--scenario", "two-instances"

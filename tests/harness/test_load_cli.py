@@ -61,6 +61,14 @@ def test_bad_input_exits_2_before_anything_starts(
     assert processes_under(tmp_path) == []
 
 
+def test_an_unwritable_reports_folder_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "r").write_text("not a folder")
+    done = clusterproof_load(tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "cannot create a run folder in" in " ".join(done.stderr.split())
+    assert processes_under(tmp_path) == []
+
+
 def test_a_broken_locust_file_exits_2_and_starts_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("from locust import FastHttpUser\nraise RuntimeError('oops')\n")
