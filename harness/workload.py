@@ -74,7 +74,8 @@ class Workload:
             pid=response.headers.get("x-clusterproof-pid"),
             body=body,
         )
-        if isinstance(body, dict) and "id" in body:
+        # Entries live under /api; an admin body's id (a subscription's) is not one.
+        if path.startswith("/api/") and isinstance(body, dict) and "id" in body:
             record["entry_id"] = body["id"]
             record["entry_version"] = body.get("version")
         self._record(record)
