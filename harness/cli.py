@@ -39,7 +39,9 @@ EXIT_CLAIM_FAILED = 1
 EXIT_HARNESS = 2
 
 # Logs piped to a file (CI) keep the table readable rather than 80 columns.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+console = Console(
+    stderr=True, width=None if sys.stderr.isatty() else 120, log_path=False
+)
 
 
 def _instances(text: str) -> int:
