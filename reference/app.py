@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reference.config import Duties, Settings
 from reference.db import make_engine, session_factory
 from reference.migrate import head_revision
-from reference.routers import admin, content, health, uploads
+from reference.routers import admin, content, health, uploads, validation_error
 from reference.services import Services, start_services, stop_services
 
 
@@ -81,6 +82,7 @@ def build_app(
     app.state.sessions = session_factory(engine)
     app.state.head_revision = head_revision()
     app.state.services = Services()
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(content.router)
     if duties.serves_admin:
         app.include_router(admin.router)

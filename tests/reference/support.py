@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -9,6 +10,15 @@ from email import message_from_bytes
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def strict_json(content: bytes) -> Any:
+    """content parsed as standard JSON: NaN and Infinity are refused."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(content.decode("utf-8"), parse_constant=refuse)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> None:

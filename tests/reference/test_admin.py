@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.reference.support import strict_json
+
 LEDGERS = [
     "/admin/webhooks",
     "/admin/events",
@@ -48,6 +50,25 @@ def test_bad_subscription_is_422(client: TestClient, admin: dict[str, str]) -> N
     ]:
         response = client.post("/admin/webhooks", json=body, headers=admin)
         assert response.status_code == 422, body
+
+
+def test_unsafe_subscription_is_a_small_422(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for body in [
+        b'{"url": "http://x", "events": ["entry.create"], "enabled": NaN}',
+        b'{"url": "http://x", "events": ["\\ud800"]}',
+        b'{"url": "http://x", "events": ["' + b"x" * 100_000 + b'"]}',
+    ]:
+        response = client.post(
+            "/admin/webhooks",
+            content=body,
+            headers={**admin, "content-type": "application/json"},
+        )
+        assert response.status_code == 422, body[:80]
+        assert len(response.content) < 1000
+        assert strict_json(response.content)["detail"]
+    assert "use some of ['entry.create'" in response.text
 
 
 def test_migration_ledger(client: TestClient, admin: dict[str, str]) -> None:

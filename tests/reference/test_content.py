@@ -5,6 +5,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from reference.models import Article, Event
+from reference.routers import MAX_ERRORS
+from tests.reference.support import strict_json
 
 
 def test_crud_writes_one_event_per_change(
@@ -62,6 +64,53 @@ def test_bad_input_is_4xx_never_500(client: TestClient) -> None:
         response = client.request(method, path, json=body)
         assert response.status_code in (400, 422), (path, body, response.text)
         assert response.json()["detail"]
+
+
+UNSAFE_INPUTS = {
+    "nan": b'{"title": "x", "body": NaN}',
+    "infinity": b'{"title": "x", "body": 1e400}',
+    "infinite publish_at": b'{"title": "x", "publish_at": 1e400}',
+    "lone surrogate": b'{"title": "x", "body": "\\ud800"}',
+    "surrogate field name": b'{"title": "x", "\\ud800": 1}',
+    "100 KB title": b'{"title": "' + b"x" * 100_000 + b'"}',
+    "100 KB field name": b'{"title": "x", "' + b"k" * 100_000 + b'": 1}',
+}
+
+
+@pytest.mark.parametrize("body", UNSAFE_INPUTS.values(), ids=UNSAFE_INPUTS.keys())
+def test_422_is_small_standard_json_whatever_the_input(
+    client: TestClient, body: bytes
+) -> None:
+    response = client.post(
+        "/api/articles", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 1000
+    (error,) = strict_json(response.content)["detail"]
+    assert set(error) == {"type", "loc", "msg"}
+    assert error["loc"][0] == "body" and error["msg"]
+
+
+def test_422_lists_a_bounded_number_of_errors(client: TestClient) -> None:
+    extra = {f"extra{n}": n for n in range(MAX_ERRORS + 5)}
+    response = client.post("/api/articles", json={"title": "x", **extra})
+    assert response.status_code == 422
+    body = response.json()
+    assert [e["loc"] for e in body["detail"]] == [
+        ["body", f"extra{n}"] for n in range(MAX_ERRORS)
+    ]
+    assert body["errors_left_off"] == 5
+
+
+def test_422_of_a_query_and_a_path_does_not_echo_them(client: TestClient) -> None:
+    for path in (
+        "/api/articles?title=" + "x" * 5000,
+        "/api/articles?page=" + "9" * 5000,
+        "/api/articles/" + "9" * 5000,
+    ):
+        response = client.get(path)
+        assert response.status_code == 422
+        assert len(response.content) < 1000
 
 
 def test_malformed_json_is_422(client: TestClient) -> None:
