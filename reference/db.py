@@ -9,8 +9,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -18,6 +19,31 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 FORK_WAIT_SECONDS = SQLITE_BUSY_TIMEOUT_MS / 1000 + 5
 
 log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or opened; the message is one line for
+    people, with the password hidden."""
+
+
+def unavailable(url: URL, reason: BaseException) -> DatabaseUnavailable:
+    """The DatabaseUnavailable for url, naming the driver's reason."""
+    if isinstance(reason, DBAPIError) and reason.orig is not None:
+        reason = reason.orig  # without SQLAlchemy's wrapping and its link
+    lines = str(reason).strip().splitlines()
+    return DatabaseUnavailable(
+        f"cannot use database {url.render_as_string(hide_password=True)} "
+        f"({lines[0] if lines else type(reason).__name__}); "
+        "start or create the database, or fix DATABASE_URL"
+    )
+
+
+def connect(engine: Engine) -> Connection:
+    """engine.connect(), raising DatabaseUnavailable when it cannot."""
+    try:
+        return engine.connect()
+    except DBAPIError as exc:
+        raise unavailable(engine.url, exc) from None
 
 
 class ForkGuard:
@@ -90,6 +116,8 @@ class _GuardedConnection(sqlite3.Connection):
 def make_engine(url: str, fork_safe: bool = False) -> Engine:
     """An engine for url; connects lazily, so it is safe to build before a fork.
 
+    Raises DatabaseUnavailable if the folder of an SQLite file cannot be made.
+
     fork_safe: this process forks while the engine is in use (a cluster
     primary running cron); see ForkGuard.
     """
@@ -101,7 +129,10 @@ def make_engine(url: str, fork_safe: bool = False) -> Engine:
         return create_engine(parsed, pool_pre_ping=True)
 
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unavailable(parsed, exc) from None
     if not fork_safe:
         engine = create_engine(parsed, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)

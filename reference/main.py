@@ -28,7 +28,7 @@ from reference.config import (
     load_settings,
     role_of,
 )
-from reference.db import make_engine
+from reference.db import DatabaseUnavailable, make_engine
 from reference.logs import setup_logging
 from reference.services import start_services, stop_services
 
@@ -36,6 +36,7 @@ EXIT_OK = 0
 EXIT_SERVE_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_MIGRATION = 3
+EXIT_DATABASE = 5
 SCHEMA_WAIT_SECONDS = 60.0
 
 log = logging.getLogger("reference")
@@ -100,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare_schema(settings: Settings, duties: Duties) -> int:
     """Pass the start gate, then migrate (or wait for head): an exit code."""
-    engine = make_engine(settings.database.url)
+    try:
+        engine = make_engine(settings.database.url)
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return EXIT_DATABASE
     try:
         migrate.pass_start_gate(settings.instance.id)
         if duties.runs_migrations:
@@ -113,6 +118,9 @@ def prepare_schema(settings: Settings, duties: Duties) -> int:
             )
             migrate.wait_for_head(engine, SCHEMA_WAIT_SECONDS)
             log.info("schema at head, migrated by another instance")
+    except DatabaseUnavailable as exc:
+        log.error("%s", exc)
+        return EXIT_DATABASE
     except migrate.MigrationError as exc:
         log.error("%s", exc)
         return EXIT_MIGRATION

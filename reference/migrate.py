@@ -13,6 +13,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from reference.db import DatabaseUnavailable, connect
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 START_GATE_ENV = "CLUSTERPROOF_START_GATE"
 START_GATE_TIMEOUT = 30.0
@@ -40,14 +42,19 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    """The schema's revision; raises DatabaseUnavailable if it cannot connect."""
+    with connect(engine) as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine, instance: str, target: str = "head") -> int:
-    """Upgrade to target as instance; returns how many revisions this call ran."""
+    """Upgrade to target as instance; returns how many revisions this call ran.
+
+    Raises DatabaseUnavailable if it cannot connect, MigrationError if a
+    revision fails.
+    """
     config = alembic_config(instance)
-    with engine.connect() as connection:
+    with connect(engine) as connection:
         config.attributes["connection"] = connection
         try:
             command.upgrade(config, target)
@@ -58,18 +65,28 @@ def upgrade(engine: Engine, instance: str, target: str = "head") -> int:
 
 
 def wait_for_head(engine: Engine, timeout: float, poll: float = 0.2) -> None:
-    """Block until another instance has migrated the schema to head."""
+    """Block until another instance has migrated the schema to head.
+
+    Raises DatabaseUnavailable if the database refused the last attempt to
+    connect, MigrationError if it answered but never reached head.
+    """
     head = head_revision()
     deadline = time.monotonic() + timeout
     current: str | None = None
+    refused: DatabaseUnavailable | None = None
     while time.monotonic() < deadline:
+        refused = None
         try:
             current = current_revision(engine)
-        except Exception:  # the database may not accept connections yet
+        except DatabaseUnavailable as exc:  # it may not accept connections yet
+            current, refused = None, exc
+        except Exception:  # e.g. SQLite locked while the other one migrates
             current = None
         if current == head:
             return
         time.sleep(poll)
+    if refused is not None:
+        raise refused
     raise MigrationError(
         f"schema not at head after {timeout:g} s (at {current}, head {head}); "
         "start a primary instance or run migrations first"
