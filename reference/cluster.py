@@ -25,13 +25,13 @@ from sqlalchemy import Engine
 from reference.cluster_state import STATE_FILE_ENV, write_state
 from reference.config import Settings, duties_for, worker_child_duties
 from reference.db import make_engine
+from reference.listen import ListenError, bind_listener, start_listening
 from reference.logs import set_role
 from reference.main import EXIT_OK, EXIT_SERVE_FAILED, prepare_schema, serve
 from reference.routers.uploads import prepare_upload_dir
 from reference.services import Services, start_services, stop_services
 from reference.supervisor import ClusterState, Supervisor
 
-BACKLOG = 2048
 SERVICES_START_TIMEOUT = 30.0
 # The primary waits this much longer than the drain deadline that workers and
 # services are given before it kills what is left, so a worker whose requests
@@ -44,42 +44,6 @@ log = logging.getLogger(__name__)
 def run_cluster(settings: Settings) -> int:
     """Run a primary and its workers until SIGTERM/SIGINT; an exit code."""
     return Primary(settings).run()
-
-
-class ListenError(Exception):
-    """The primary cannot listen where the settings say; one line for people."""
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port with SO_REUSEADDR, not yet listening.
-
-    Binding fails while another socket listens on the port, so a taken port
-    is reported here, before anything is migrated or forked.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise ListenError(
-            f"server.host {host!r} is not an address of this machine "
-            f"({exc.strerror}); set --host or CLUSTERPROOF_SERVER__HOST"
-        ) from None
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise _port_error(host, port, exc) from None
-    return sock
-
-
-def _port_error(host: str, port: int, exc: OSError) -> ListenError:
-    return ListenError(
-        f"cannot listen on {host}:{port} ({exc.strerror}); stop the process "
-        "using the port or choose another with --port or CLUSTERPROOF_SERVER__PORT"
-    )
 
 
 class Primary:
@@ -120,13 +84,12 @@ class Primary:
             code = prepare_schema(self.settings, self.duties)
             if code != EXIT_OK:
                 return code
-            # Listening only now: until the schema is ready a client is
-            # refused at once instead of waiting in the queue.
             try:
-                listener.listen(BACKLOG)
-            except OSError as exc:  # another socket took the port meanwhile
-                server = self.settings.server
-                log.error("%s", _port_error(server.host, server.port, exc))
+                start_listening(
+                    listener, self.settings.server.host, self.settings.server.port
+                )
+            except ListenError as exc:
+                log.error("%s", exc)
                 return EXIT_SERVE_FAILED
 
             # Limitation: a primary killed by SIGKILL leaves this directory
@@ -221,4 +184,4 @@ class Primary:
             raise SystemExit(code)
 
 
-__all__ = ["ListenError", "Primary", "bind_listener", "run_cluster"]
+__all__ = ["Primary", "run_cluster"]

@@ -29,6 +29,7 @@ from reference.config import (
     role_of,
 )
 from reference.db import DatabaseUnavailable, make_engine
+from reference.listen import ListenError, bind_listener, start_listening
 from reference.logs import setup_logging
 from reference.services import start_services, stop_services
 
@@ -92,11 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     if settings.faults.cron_on_workers:
         log.warning("faults.cron_on_workers has no effect outside cluster mode")
 
-    duties = duties_for(settings)
-    code = prepare_schema(settings, duties)
-    if code != EXIT_OK:
-        return code
-    return serve(settings, duties)
+    return run_alone(settings)
+
+
+def run_alone(settings: Settings) -> int:
+    """Single-process mode: bind, migrate, listen, serve; an exit code."""
+    host, port = settings.server.host, settings.server.port
+    try:
+        listener = bind_listener(host, port)
+    except ListenError as exc:
+        log.error("%s", exc)
+        return EXIT_SERVE_FAILED
+
+    with listener:
+        duties = duties_for(settings)
+        code = prepare_schema(settings, duties)
+        if code != EXIT_OK:
+            return code
+        try:
+            start_listening(listener, host, port)
+        except ListenError as exc:
+            log.error("%s", exc)
+            return EXIT_SERVE_FAILED
+        return serve(settings, duties, [listener])
 
 
 def prepare_schema(settings: Settings, duties: Duties) -> int:
@@ -139,7 +158,13 @@ class ReadyServer(uvicorn.Server):
         self._ready = ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            # uvicorn exits with its own code when the app's lifespan fails
+            # to start; stop instead, so serve() picks the exit code.
+            self.should_exit = True
+            return
         if self.started and self._ready is not None:
             self._ready()
 
@@ -147,22 +172,21 @@ class ReadyServer(uvicorn.Server):
 def serve(
     settings: Settings,
     duties: Duties,
-    sockets: list[socket.socket] | None = None,
+    sockets: list[socket.socket],
     *,
     ready: Callable[[], None] | None = None,
     drain_seconds: int | None = None,
 ) -> int:
-    """Serve HTTP until SIGTERM/SIGINT; the app's lifespan runs the services.
+    """Serve HTTP on listening sockets until SIGTERM/SIGINT; the app's
+    lifespan runs the services.
 
-    With sockets (a cluster worker), serve on those instead of binding, and
-    call ready() once they accept. drain_seconds bounds how long requests in
-    flight at SIGTERM may take to finish (None: as long as they need).
+    ready() is called once the sockets accept. drain_seconds bounds how long
+    requests in flight at SIGTERM may take to finish (None: as long as they
+    need).
     """
     app = build_app(settings, duties)
     config = uvicorn.Config(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -178,17 +202,16 @@ def serve(
     # a signal arriving just before uvicorn starts) a clean stop, exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop_serving)
-    log.info("serving on %s", _address(settings, sockets))
+    address = _address(sockets[0])
+    log.info("serving on %s", address)
     server.run(sockets=sockets)
     if not server.started:
-        log.error("could not start serving on port %d", settings.server.port)
+        log.error("the app did not start serving on %s; see the lines above", address)
         return EXIT_SERVE_FAILED
     log.info("stopped")
     return EXIT_OK
 
 
-def _address(settings: Settings, sockets: list[socket.socket] | None) -> str:
-    if not sockets:
-        return f"{settings.server.host}:{settings.server.port}"
-    host, port = sockets[0].getsockname()[:2]
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
     return f"{host}:{port}"

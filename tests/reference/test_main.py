@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +14,33 @@ from sqlalchemy.engine import make_url
 from harness.topology import free_port
 from reference import migrate
 from reference.db import DatabaseUnavailable, make_engine
-from reference.main import EXIT_DATABASE
+from reference.main import EXIT_DATABASE, EXIT_SERVE_FAILED
 from tests.conftest import postgres_server_url
+
+# The server with cron and webhook delivery failing to start.
+SERVICES_FAIL = """
+import sys
+
+import reference.app
+from reference.main import main
+
+
+async def fail(*args):
+    raise RuntimeError("cron cannot start")
+
+
+reference.app.start_services = fail
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def run_server(
-    tmp_path: Path, *args: str, env: dict[str, str]
+    tmp_path: Path, *args: str, env: dict[str, str], code: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """python -m reference with only env set, run until it exits."""
+    """python -m reference (or code) with only env set, run until it exits."""
+    start = ["-m", "reference"] if code is None else ["-c", code]
     return subprocess.run(
-        [sys.executable, "-m", "reference", *args],
+        [sys.executable, *start, *args],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
         cwd=tmp_path,
         capture_output=True,
@@ -80,3 +98,53 @@ def test_waiting_for_an_unreachable_database_says_so() -> None:
             migrate.wait_for_head(engine, timeout=0.3, poll=0.05)
     finally:
         engine.dispose()
+
+
+def test_port_in_use_alone_is_one_line_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_server(
+            tmp_path,
+            "--port",
+            str(port),
+            env={"DATABASE_URL": f"sqlite:///{tmp_path}/data/cp.db"},
+        )
+
+    assert result.returncode == EXIT_SERVE_FAILED
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in line
+    assert list(tmp_path.iterdir()) == []  # nothing migrated or written
+
+
+def test_unknown_host_alone_is_one_line(tmp_path: Path) -> None:
+    result = run_server(
+        tmp_path,
+        "--host",
+        "999.1.1.1",
+        env={"DATABASE_URL": f"sqlite:///{tmp_path}/data/cp.db"},
+    )
+
+    assert result.returncode == EXIT_SERVE_FAILED
+    (line,) = result.stderr.strip().splitlines()
+    assert "server.host '999.1.1.1' is not an address of this machine" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_app_that_fails_to_start_exits_with_our_code(tmp_path: Path) -> None:
+    port = free_port()
+    result = run_server(
+        tmp_path,
+        "--port",
+        str(port),
+        env={"DATABASE_URL": f"sqlite:///{tmp_path}/cp.db"},
+        code=SERVICES_FAIL,
+    )
+
+    assert result.returncode == EXIT_SERVE_FAILED, result.stderr
+    assert "RuntimeError: cron cannot start" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        f"the app did not start serving on 127.0.0.1:{port}; see the lines above"
+    )
