@@ -59,18 +59,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="clusterproof-server", description="clusterproof reference CMS server"
     )
     parser.add_argument("--host", help="address to listen on (server.host)")
-    parser.add_argument("--port", type=int, help="port to listen on (server.port)")
+    parser.add_argument(
+        "--port", type=int, help="port to listen on, 0 for any free one (server.port)"
+    )
     parser.add_argument("--config", help="TOML settings file (CLUSTERPROOF_CONFIG)")
     parser.add_argument("--instance-id", help="name of this instance (instance.id)")
     return parser.parse_args(argv)
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    # "is not None", not truthiness: --port 0 (any free port) is a value.
     overrides: dict[str, Any] = {}
-    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    given = (("host", args.host), ("port", args.port))
+    server = {k: v for k, v in given if v is not None}
     if server:
         overrides["server"] = server
-    if args.instance_id:
+    if args.instance_id is not None:
         overrides["instance"] = {"id": args.instance_id}
     return overrides
 

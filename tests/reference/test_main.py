@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
 from harness.topology import free_port
 from reference import migrate
 from reference.db import DatabaseUnavailable, make_engine
-from reference.main import EXIT_DATABASE, EXIT_SERVE_FAILED
+from reference.main import (
+    EXIT_DATABASE,
+    EXIT_OK,
+    EXIT_SERVE_FAILED,
+    cli_overrides,
+    parse_args,
+)
 from tests.conftest import postgres_server_url
+from tests.reference.support import wait_for
 
 # The server with cron and webhook delivery failing to start.
 SERVICES_FAIL = """
@@ -148,3 +158,52 @@ def test_app_that_fails_to_start_exits_with_our_code(tmp_path: Path) -> None:
     assert last.endswith(
         f"the app did not start serving on 127.0.0.1:{port}; see the lines above"
     )
+
+
+def test_command_line_values_that_are_falsy_still_count() -> None:
+    args = parse_args(["--port", "0", "--instance-id", ""])
+    assert cli_overrides(args) == {"server": {"port": 0}, "instance": {"id": ""}}
+    assert cli_overrides(parse_args([])) == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--port", "0"], {}), ([], {"CLUSTERPROOF_SERVER__PORT": "0"})],
+    ids=["--port 0", "CLUSTERPROOF_SERVER__PORT=0"],
+)
+def test_port_0_serves_on_a_free_port_and_logs_it(
+    tmp_path: Path, args: list[str], env: dict[str, str]
+) -> None:
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "reference", *args],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "DATABASE_URL": f"sqlite:///{tmp_path}/cp.db",
+                **env,
+            },
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_for(lambda: "serving on " in log_path.read_text(), timeout=30)
+        found = re.search(r"serving on 127\.0\.0\.1:(\d+)$", log_path.read_text(), re.M)
+        assert found is not None, log_path.read_text()
+        port = int(found[1])
+        assert port not in (0, 1337)  # 1337 is the default port
+        wait_for(lambda: _live(port))
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == EXIT_OK
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def _live(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_health/live").status_code == 200
+    except httpx.HTTPError:
+        return False
