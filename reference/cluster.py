@@ -25,9 +25,10 @@ from sqlalchemy import Engine
 from reference.cluster_state import STATE_FILE_ENV, write_state
 from reference.config import Settings, duties_for, worker_child_duties
 from reference.db import make_engine
+from reference.exits import EXIT_LISTEN, EXIT_OK
 from reference.listen import ListenError, bind_listener, start_listening
 from reference.logs import set_role
-from reference.main import EXIT_OK, EXIT_SERVE_FAILED, prepare_schema, serve
+from reference.main import prepare_schema, serve
 from reference.routers.uploads import prepare_upload_dir
 from reference.services import Services, start_services, stop_services
 from reference.supervisor import ClusterState, Supervisor
@@ -77,7 +78,7 @@ class Primary:
             )
         except ListenError as exc:
             log.error("%s", exc)
-            return EXIT_SERVE_FAILED
+            return EXIT_LISTEN
 
         run_dir: Path | None = None
         try:
@@ -90,7 +91,7 @@ class Primary:
                 )
             except ListenError as exc:
                 log.error("%s", exc)
-                return EXIT_SERVE_FAILED
+                return EXIT_LISTEN
 
             # Limitation: a primary killed by SIGKILL leaves this directory
             # (one small file) in the temp dir; nothing else reads it then.

@@ -29,15 +29,18 @@ from reference.config import (
     role_of,
 )
 from reference.db import DatabaseUnavailable, make_engine
+from reference.exits import (
+    EXIT_CONFIG,
+    EXIT_DATABASE,
+    EXIT_LISTEN,
+    EXIT_MIGRATION,
+    EXIT_OK,
+    EXIT_SERVE_FAILED,
+)
 from reference.listen import ListenError, bind_listener, start_listening
 from reference.logs import setup_logging
 from reference.services import start_services, stop_services
 
-EXIT_OK = 0
-EXIT_SERVE_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_MIGRATION = 3
-EXIT_DATABASE = 5
 SCHEMA_WAIT_SECONDS = 60.0
 
 log = logging.getLogger("reference")
@@ -107,7 +110,7 @@ def run_alone(settings: Settings) -> int:
         listener = bind_listener(host, port)
     except ListenError as exc:
         log.error("%s", exc)
-        return EXIT_SERVE_FAILED
+        return EXIT_LISTEN
 
     with listener:
         duties = duties_for(settings)
@@ -118,7 +121,7 @@ def run_alone(settings: Settings) -> int:
             start_listening(listener, host, port)
         except ListenError as exc:
             log.error("%s", exc)
-            return EXIT_SERVE_FAILED
+            return EXIT_LISTEN
         return serve(settings, duties, [listener])
 
 

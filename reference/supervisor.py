@@ -29,19 +29,15 @@ from queue import Empty, SimpleQueue
 from typing import Any, NoReturn
 
 from reference.cpus import available_cpus
+from reference.exits import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_ORPHANED,
+    EXIT_SERVICES_START,
+    EXIT_WORKER_BOOT,
+)
 
 log = logging.getLogger(__name__)
-
-# Exit codes of the primary.
-EXIT_OK = 0
-EXIT_PRIMARY_ERROR = 1  # an unexpected error in the supervision loop
-EXIT_WORKER_BOOT = 3  # workers kept failing to boot; restarting would not help
-EXIT_SERVICES_START = 4  # on_start raised: cron or webhook delivery did not start
-
-# Exit codes of a worker, as the primary logs them.
-WORKER_EXIT_OK = 0  # serve returned
-WORKER_EXIT_ERROR = 1  # serve raised
-WORKER_EXIT_ORPHANED = 2  # the primary died before serve was called
 
 MAX_WORKERS = 256
 
@@ -217,7 +213,7 @@ class Supervisor:
             return self.stop(graceful=True, exit_code=halt.exit_code)
         except Exception:
             log.exception("primary %d: supervision failed, stopping", self.pid)
-            return self.stop(graceful=False, exit_code=EXIT_PRIMARY_ERROR)
+            return self.stop(graceful=False, exit_code=EXIT_ERROR)
         return self.stop(graceful=self._stop_requested == "graceful")
 
     def start(self) -> None:
@@ -525,18 +521,18 @@ class Supervisor:
         # The child ends with os._exit: returning or raising would run the
         # primary's code up the stack (its loop, its atexit handlers, a test
         # runner) in the worker.
-        code = WORKER_EXIT_ERROR
+        code = EXIT_ERROR  # until serve returns or exits
         try:
             self._become_worker(mask)
             if os.getppid() != self.pid:
                 # The primary died between fork and prctl, so the death
                 # signal will never come.
-                code = WORKER_EXIT_ORPHANED
+                code = EXIT_ORPHANED
             else:
                 self.serve(self.listener, number, _ReadyReport(ready_w))
-                code = WORKER_EXIT_OK
+                code = EXIT_OK
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else WORKER_EXIT_ERROR
+            code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
         except BaseException:
             log.exception("worker %d (pid %d): serve raised", number, os.getpid())
         finally:
@@ -786,13 +782,6 @@ def _address(sock: socket.socket) -> str:
 
 
 __all__ = [
-    "EXIT_OK",
-    "EXIT_PRIMARY_ERROR",
-    "EXIT_SERVICES_START",
-    "EXIT_WORKER_BOOT",
-    "WORKER_EXIT_ERROR",
-    "WORKER_EXIT_OK",
-    "WORKER_EXIT_ORPHANED",
     "ClusterState",
     "PrimaryHalt",
     "Supervisor",

@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 from harness.sinks import HttpSink, SmtpSink
 from harness.sinks.ledger import read_ledger
 from harness.topology import free_port
-from reference.supervisor import EXIT_WORKER_BOOT
+from reference.exits import EXIT_CONFIG, EXIT_LISTEN, EXIT_WORKER_BOOT
 from tests.reference.support import wait_for
 from tests.reference.test_webhooks import SECRET
 
@@ -406,7 +406,7 @@ def test_bad_settings_exit_2_before_anything_is_written(
         timeout=30,
     )
 
-    assert result.returncode == 2
+    assert result.returncode == EXIT_CONFIG
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
     assert list(tmp_path.iterdir()) == []  # no database, no data dir
@@ -427,7 +427,7 @@ def test_port_in_use_is_one_line_before_forking(tmp_path: Path) -> None:
             timeout=30,
         )
 
-    assert result.returncode == 1
+    assert result.returncode == EXIT_LISTEN
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in lines[0]

@@ -13,6 +13,7 @@ from reference.config import (
     role_of,
     worker_child_duties,
 )
+from reference.exits import EXIT_CONFIG
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +108,7 @@ def test_config_error_exits_2_before_writing(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert result.returncode == 2
+    assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip().splitlines() == [
         "clusterproof-server: server.cluster.workers must be a whole number "
         "from 0 to 256, got 'abc'"

@@ -17,13 +17,8 @@ from sqlalchemy.engine import make_url
 from harness.topology import free_port
 from reference import migrate
 from reference.db import DatabaseUnavailable, make_engine
-from reference.main import (
-    EXIT_DATABASE,
-    EXIT_OK,
-    EXIT_SERVE_FAILED,
-    cli_overrides,
-    parse_args,
-)
+from reference.exits import EXIT_DATABASE, EXIT_LISTEN, EXIT_OK, EXIT_SERVE_FAILED
+from reference.main import cli_overrides, parse_args
 from tests.conftest import postgres_server_url
 from tests.reference.support import wait_for
 
@@ -122,7 +117,7 @@ def test_port_in_use_alone_is_one_line_before_anything_starts(
             env={"DATABASE_URL": f"sqlite:///{tmp_path}/data/cp.db"},
         )
 
-    assert result.returncode == EXIT_SERVE_FAILED
+    assert result.returncode == EXIT_LISTEN
     (line,) = result.stderr.strip().splitlines()
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in line
     assert list(tmp_path.iterdir()) == []  # nothing migrated or written
@@ -136,7 +131,7 @@ def test_unknown_host_alone_is_one_line(tmp_path: Path) -> None:
         env={"DATABASE_URL": f"sqlite:///{tmp_path}/data/cp.db"},
     )
 
-    assert result.returncode == EXIT_SERVE_FAILED
+    assert result.returncode == EXIT_LISTEN
     (line,) = result.stderr.strip().splitlines()
     assert "server.host '999.1.1.1' is not an address of this machine" in line
     assert list(tmp_path.iterdir()) == []

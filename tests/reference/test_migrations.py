@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select
 from harness.topology import free_port
 from reference import migrate
 from reference.db import make_engine
+from reference.exits import EXIT_MIGRATION
 from reference.models import Article, Event, MigrationRun
 from tests.reference.support import wait_for
 
@@ -120,7 +121,7 @@ def test_stale_read_runs_the_data_migration_twice(database_url: str) -> None:
 @pytest.mark.slow
 def test_racing_instances_show_the_bug(database_url: str, tmp_path: Path) -> None:
     """Two real instances released by the start gate onto an empty database:
-    one runs a revision the other ran too, or one fails with exit code 3."""
+    one runs a revision the other ran too, or one fails with EXIT_MIGRATION."""
     gate = tmp_path / "gate"
     env = {
         **os.environ,
@@ -171,7 +172,9 @@ def test_racing_instances_show_the_bug(database_url: str, tmp_path: Path) -> Non
                 process.wait()
 
     failed = {
-        n: p.stderr.read() for n, (p, _) in instances.items() if p.returncode == 3
+        n: p.stderr.read()
+        for n, (p, _) in instances.items()
+        if p.returncode == EXIT_MIGRATION
     }
     twice = [r for r in ("0001", "0002") if sum(run[0] == r for run in runs) >= 2]
     assert twice or failed, runs

@@ -32,13 +32,8 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reference.supervisor import (
-    EXIT_OK,
-    EXIT_SERVICES_START,
-    EXIT_WORKER_BOOT,
-    Supervisor,
-    _describe_exit,
-)
+from reference.exits import EXIT_OK, EXIT_SERVICES_START, EXIT_WORKER_BOOT
+from reference.supervisor import Supervisor, _describe_exit
 
 WORKERS = 2
 
