@@ -35,6 +35,15 @@ def apply_clock(clock: ClockSettings) -> _freeze_time | None:
     """
     if clock.pin is None:
         return None
+
+    # A compiled module using datetime's C API checks, when it is imported,
+    # that datetime.date and datetime.datetime have the size its C header
+    # says. freezegun swaps them for bigger Python subclasses, so such a
+    # module imported after the pin warns "datetime.date size changed".
+    # psycopg's is one, and SQLAlchemy imports it only on the first
+    # PostgreSQL engine: import it now, while datetime is still itself.
+    import psycopg  # noqa: F401
+
     freezer = freeze_time(
         pinned_start(clock.pin, clock.anchor, time.time()),
         tick=True,

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from reference.clock import apply_clock, pinned_start
 from reference.config import ClockSettings
+from tests.reference.support import wait_for
 
 PIN = datetime(2026, 1, 1, 8, 59, 55, tzinfo=UTC)
 
@@ -28,3 +36,36 @@ def test_pinned_clock_ticks_and_keeps_monotonic_real() -> None:
     finally:
         freezer.stop()
     assert abs(datetime.now(UTC) - PIN) > timedelta(seconds=1)  # real again
+
+
+@pytest.mark.postgres
+def test_pinned_server_on_postgresql_imports_psycopg_cleanly(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "reference", "--port", "0"],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "DATABASE_URL": postgres_url,
+                "CLUSTERPROOF_CLOCK__PIN": "2026-01-01T08:59:54Z",
+            },
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_for(
+            lambda: "Application startup complete" in log_path.read_text(),
+            timeout=30,
+        )
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    text = log_path.read_text()
+    assert "migrations at head" in text  # it did use PostgreSQL
+    assert "RuntimeWarning" not in text, text
