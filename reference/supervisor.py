@@ -209,10 +209,10 @@ class Supervisor:
                 self.reap_workers()
                 self.manage_workers()
         except PrimaryHalt as halt:
-            log.critical("primary %d: %s", self.pid, halt.reason)
+            log.critical("%s", halt.reason)
             return self.stop(graceful=True, exit_code=halt.exit_code)
         except Exception:
-            log.exception("primary %d: supervision failed, stopping", self.pid)
+            log.exception("supervision failed, stopping")
             return self.stop(graceful=False, exit_code=EXIT_ERROR)
         return self.stop(graceful=self._stop_requested == "graceful")
 
@@ -225,8 +225,7 @@ class Supervisor:
             os.set_blocking(fd, False)
         self._install_signals()
         log.info(
-            "primary %d: starting %d workers on %s",
-            self.pid,
+            "starting %d workers on %s",
             self.worker_count,
             _address(self.listener),
         )
@@ -240,7 +239,7 @@ class Supervisor:
             try:
                 self.on_start()
             except Exception as exc:
-                log.exception("primary %d: on_start raised", self.pid)
+                log.exception("on_start raised")
                 raise PrimaryHalt(
                     f"primary services failed to start ({exc!r}); giving up",
                     EXIT_SERVICES_START,
@@ -278,8 +277,7 @@ class Supervisor:
         timeout = self.drain_timeout if graceful else 0.0
         deadline = time.monotonic() + timeout
         log.info(
-            "primary %d: stopping %s, %d workers, drain timeout %.1f s",
-            self.pid,
+            "stopping %s, %d workers, drain timeout %.1f s",
             "gracefully" if graceful else "immediately",
             len(self._workers),
             timeout,
@@ -298,19 +296,16 @@ class Supervisor:
 
         for worker in list(self._workers.values()):
             log.warning(
-                "primary %d: %s still running at the drain deadline, killing it",
-                self.pid,
+                "%s still running at the drain deadline, killing it",
                 worker,
             )
             self.kill_worker(worker.pid, signal.SIGKILL)
         self._wait_workers()
         if self._services.running():
             log.error(
-                "primary %d: on_stop did not return within the drain timeout; "
-                "exiting without it",
-                self.pid,
+                "on_stop did not return within the drain timeout; exiting without it",
             )
-        log.info("primary %d: stopped, exit code %d", self.pid, exit_code)
+        log.info("stopped, exit code %d", exit_code)
         return exit_code
 
     # -- workers -------------------------------------------------------------
@@ -354,7 +349,7 @@ class Supervisor:
         if number in self._numbers_spawned:
             self.restarts += 1
         self._numbers_spawned.add(number)
-        log.info("primary %d: %s booting", self.pid, worker)
+        log.info("%s booting", worker)
         self._publish()
         return worker
 
@@ -389,7 +384,7 @@ class Supervisor:
 
         for worker in list(self._workers.values()):
             if worker.number >= self.worker_count and worker.pid not in self._retiring:
-                log.info("primary %d: retiring %s", self.pid, worker)
+                log.info("retiring %s", worker)
                 self._retiring.add(worker.pid)
                 self.kill_worker(worker.pid, signal.SIGTERM)
             if (
@@ -400,8 +395,7 @@ class Supervisor:
                 worker.booted = True
                 if self._boot_failures:
                     log.info(
-                        "primary %d: %s booted, clearing %d boot failures",
-                        self.pid,
+                        "%s booted, clearing %d boot failures",
                         worker,
                         self._boot_failures,
                     )
@@ -452,35 +446,35 @@ class Supervisor:
 
     def handle_term(self) -> None:
         if self._stopping:
-            log.info("primary %d: SIGTERM received, already stopping", self.pid)
+            log.info("SIGTERM received, already stopping")
             return
-        log.info("primary %d: SIGTERM received, stopping gracefully", self.pid)
+        log.info("SIGTERM received, stopping gracefully")
         self._stop_requested = "graceful"
 
     def handle_int(self) -> None:
         # Ctrl-C twice: the first drains, the second gives up on draining.
         if self._stopping:
-            log.warning("primary %d: SIGINT received again, stopping now", self.pid)
+            log.warning("SIGINT received again, stopping now")
             self._stop_requested = "immediate"
             return
-        log.info("primary %d: SIGINT received, stopping gracefully", self.pid)
+        log.info("SIGINT received, stopping gracefully")
         self._stop_requested = "graceful"
 
     def handle_quit(self) -> None:
-        log.warning("primary %d: SIGQUIT received, stopping immediately", self.pid)
+        log.warning("SIGQUIT received, stopping immediately")
         self._stop_requested = "immediate"
 
     def handle_ttin(self) -> None:
         if self._stopping or self.worker_count >= MAX_WORKERS:
             return
         self.worker_count += 1
-        log.info("primary %d: SIGTTIN, now %d workers", self.pid, self.worker_count)
+        log.info("SIGTTIN, now %d workers", self.worker_count)
 
     def handle_ttou(self) -> None:
         if self._stopping or self.worker_count <= 1:
             return
         self.worker_count -= 1
-        log.info("primary %d: SIGTTOU, now %d workers", self.pid, self.worker_count)
+        log.info("SIGTTOU, now %d workers", self.worker_count)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         # A handler runs between any two bytecodes of the main loop, perhaps
@@ -534,7 +528,7 @@ class Supervisor:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
         except BaseException:
-            log.exception("worker %d (pid %d): serve raised", number, os.getpid())
+            log.exception("serve raised in worker %d", number)
         finally:
             try:
                 for handler in logging.getLogger().handlers:
@@ -569,8 +563,7 @@ class Supervisor:
             expected = code in (0, -signal.SIGTERM)
             log.log(
                 logging.INFO if expected else logging.WARNING,
-                "primary %d: %s exited with %s",
-                self.pid,
+                "%s exited with %s",
                 worker,
                 how,
             )
@@ -590,9 +583,8 @@ class Supervisor:
             )
             self._spawn_not_before = time.monotonic() + delay
             log.error(
-                "primary %d: %s failed to boot, exited with %s "
+                "%s failed to boot, exited with %s "
                 "(%d of %d failures in a row), respawning in %.3g s",
-                self.pid,
                 worker,
                 how,
                 self._boot_failures,
@@ -605,9 +597,7 @@ class Supervisor:
         # killer; a worker that returns or raises has a bug. Either way the
         # worker had booted, so it is replaced at once.
         level = logging.WARNING if code <= 0 else logging.ERROR
-        log.log(
-            level, "primary %d: %s exited with %s, respawning", self.pid, worker, how
-        )
+        log.log(level, "%s exited with %s, respawning", worker, how)
 
     def _is_boot_failure(self, worker: WorkerProcess, code: int) -> bool:
         if worker.ready_at is None:
@@ -683,8 +673,7 @@ class Supervisor:
         worker.ready_at = time.monotonic()
         ready = sum(w.ready_at is not None for w in self._workers.values())
         log.info(
-            "primary %d: %s ready in %.2f s (%d of %d ready)",
-            self.pid,
+            "%s ready in %.2f s (%d of %d ready)",
             worker,
             worker.ready_at - worker.spawned_at,
             ready,
@@ -703,7 +692,7 @@ class Supervisor:
             try:
                 on_stop(deadline)
             except Exception:
-                log.exception("primary %d: on_stop raised", self.pid)
+                log.exception("on_stop raised")
             finally:
                 self._wake()
 
@@ -719,7 +708,7 @@ class Supervisor:
         try:
             self.on_change(self.state())
         except Exception:
-            log.exception("primary %d: on_change raised", self.pid)
+            log.exception("on_change raised")
 
 
 class _ReadyReport:

@@ -251,6 +251,9 @@ def test_cluster_serves_from_workers_and_delivers_from_the_primary(
     assert "respawning" in log and "exited with signal 9 (SIGKILL)" in log
     assert f"primary {INSTANCE} pid {server.pid}: migrations at head" in log
     assert f"worker 1 {INSTANCE} pid " in log
+    primary = f"primary {INSTANCE} pid {server.pid}: "
+    assert f"{primary}worker 0 (pid {victim}) exited with signal 9" in log
+    assert f": primary {server.pid}" not in log  # the prefix names it once
     assert log.rstrip().endswith("stopped, exit code 0")
     with capsys.disabled():
         print(
@@ -359,8 +362,8 @@ def test_a_worker_that_cannot_boot_stops_the_cluster(
     server.wait_group_gone()
     log = server.log()
     assert (
-        f"primary {server.pid}: worker failed to boot 5 times in a row; "
-        "last exit code 1; giving up"
+        f"primary {INSTANCE} pid {server.pid}: worker failed to boot 5 times "
+        "in a row; last exit code 1; giving up"
     ) in log
     assert f"uploads.dir {str(not_a_dir)!r} cannot be created" in log
     assert log.count(" booting") == 5

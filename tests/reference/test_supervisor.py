@@ -130,7 +130,7 @@ class Cluster:
             logging.basicConfig(
                 filename=self.log_path,
                 level=logging.INFO,
-                format="%(levelname)s %(message)s",
+                format="%(levelname)s pid %(process)d: %(message)s",
                 force=True,
             )
             state_path = self.state_path
@@ -380,8 +380,7 @@ def test_boot_failures_back_off_then_give_up(
     # Two workers fail together, then one at a time after 0.1, 0.2, 0.4 s.
     assert times[-1] - times[0] >= 0.6
     assert (
-        "CRITICAL primary "
-        f"{primary.pid}: worker failed to boot 5 times in a row; "
+        f"CRITICAL pid {primary.pid}: worker failed to boot 5 times in a row; "
         "last exit code 1; giving up"
     ) in log
     assert "respawning in 0.4 s" in log
