@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -246,17 +247,42 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     Raises ConfigError with one line naming the setting, the value and the rule.
     """
     path = config_file or os.environ.get("CLUSTERPROOF_CONFIG")
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path:
+        _check_config_file(Path(path))
     token = _config_file.set(Path(path) if path else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
-    except ValueError as exc:  # a malformed TOML file or env JSON
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} is not valid TOML: {exc}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {str(path)!r} cannot be read ({exc.strerror}); "
+            "make it readable or pass another with --config or CLUSTERPROOF_CONFIG"
+        ) from None
+    except ValueError as exc:  # malformed JSON in an environment variable
         raise ConfigError(f"cannot read settings: {exc}") from None
     finally:
         _config_file.reset(token)
+
+
+def _check_config_file(path: Path) -> None:
+    """Raise ConfigError unless path names a file a TOML reader can open."""
+    if path.is_dir():
+        problem = "is a directory"
+    elif not path.exists():
+        problem = "does not exist"
+    elif not path.is_file():
+        problem = "is not a regular file"
+    else:
+        return
+    raise ConfigError(
+        f"config file {str(path)!r} {problem}; pass a TOML file with --config "
+        "or CLUSTERPROOF_CONFIG"
+    )
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,55 @@ def test_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_missing_config_file() -> None:
-    with pytest.raises(ConfigError, match="config file '/nope.toml' does not exist"):
+    with pytest.raises(
+        ConfigError,
+        match="^config file '/nope.toml' does not exist; pass a TOML file with "
+        "--config or CLUSTERPROOF_CONFIG$",
+    ):
         load_settings("/nope.toml")
+
+
+def test_config_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(
+        ConfigError, match=r"^config file '.*/d\.toml' is a directory; pass a TOML"
+    ):
+        load_settings(tmp_path / "d.toml")
+
+
+def test_config_file_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.toml")
+    with pytest.raises(ConfigError, match=r"'.*/pipe\.toml' is not a regular file"):
+        load_settings(tmp_path / "pipe.toml")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[server\nport = 1\n", "Expected ']' at the end of a table declaration"),
+        (b"\xff\xfe", "'utf-8' codec can't decode byte 0xff"),
+    ],
+    ids=["syntax", "not utf-8"],
+)
+def test_malformed_config_file_is_named(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config)
+    assert str(raised.value).startswith(
+        f"config file {str(config)!r} is not valid TOML: {problem}"
+    )
+
+
+def test_unreadable_config_file() -> None:
+    # A regular file to stat, but reading it fails, even for root.
+    with pytest.raises(
+        ConfigError,
+        match=r"^config file '/proc/self/mem' cannot be read \(Input/output error\)",
+    ):
+        load_settings("/proc/self/mem")
 
 
 def test_duties_today_worker_and_primary(monkeypatch: pytest.MonkeyPatch) -> None:
