@@ -36,7 +36,8 @@ async def daily_digest(context: CronContext) -> None:
 
 
 async def publish_scheduled(context: CronContext) -> None:
-    """Publish the articles scheduled for this occurrence's window."""
+    """Publish the articles scheduled for this occurrence's window, and
+    overdue ones never published."""
     published = await asyncio.to_thread(
         publish_window,
         context.engine,
@@ -61,23 +62,27 @@ def published_titles(
 def publish_window(
     engine: Engine, after: datetime | None, until: datetime, origin: str
 ) -> list[dict[str, Any]]:
-    """Publish articles with publish_at in (after, until]; raise entry.publish.
+    """Publish the articles due at until; raise entry.publish for each.
 
-    The window, not the articles' current state, decides what is published:
-    there is deliberately no "published_at IS NULL" condition, so the effect
-    is a function of the occurrence alone. One execution per occurrence
-    publishes each article once; two instances executing the same occurrence
-    both publish it and both raise entry.publish: the duplicate this project
-    reproduces. One UPDATE ... RETURNING keeps the write and the events it
-    raises in one transaction.
+    Due: publish_at in (after, until], or at or before after and never
+    published (created with publish_at already past, no window held it).
+
+    Inside the window, the window decides, not the articles' state: there is
+    deliberately no "published_at IS NULL" condition there, so the effect is
+    a function of the occurrence alone. One execution per occurrence
+    publishes each article once; two instances executing the same
+    occurrence both publish it and both raise entry.publish: the duplicate
+    this project reproduces. An overdue article needs the condition, or
+    every occurrence would publish it again. One UPDATE ... RETURNING keeps
+    the write and the events it raises in one transaction.
     """
-    window = Article.publish_at <= until
+    due = Article.publish_at <= until
     if after is not None:
-        window = window & (Article.publish_at > after)
+        due = due & ((Article.publish_at > after) | Article.published_at.is_(None))
     with session_factory(engine).begin() as session:
         articles = session.scalars(
             update(Article)
-            .where(window)
+            .where(due)
             .values(published_at=until, updated_at=utc_now())
             .returning(Article)
         ).all()

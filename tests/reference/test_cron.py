@@ -65,13 +65,19 @@ def test_previous_occurrence() -> None:
     assert previous_occurrence(paris, at("2026-07-01T07:00")) == at("2026-06-30T07:00")
 
 
-def _article(engine: Engine, title: str, publish_at: datetime | None) -> int:
+def _article(
+    engine: Engine,
+    title: str,
+    publish_at: datetime | None,
+    published_at: datetime | None = None,
+) -> int:
     now = at("2026-01-01T08:00")
     with session_factory(engine).begin() as session:
         article = Article(
             title=title,
             body="",
             publish_at=publish_at,
+            published_at=published_at,
             version=1,
             created_at=now,
             updated_at=now,
@@ -82,7 +88,8 @@ def _article(engine: Engine, title: str, publish_at: datetime | None) -> int:
 
 
 def test_publish_window_is_a_function_of_the_occurrence(engine: Engine) -> None:
-    early = _article(engine, "early", at("2026-01-01T08:58:59"))
+    # Published by the occurrence before: not due again.
+    early = _article(engine, "early", at("2026-01-01T08:58:59"), at("2026-01-01T08:59"))
     inside = _article(engine, "inside", at("2026-01-01T08:59:30"))
     edge = _article(engine, "edge", at("2026-01-01T09:00:00"))
     _article(engine, "late", at("2026-01-01T09:00:01"))
@@ -110,7 +117,39 @@ def test_publish_window_is_a_function_of_the_occurrence(engine: Engine) -> None:
         ("entry.publish", inside, 1, "b"),
         ("entry.publish", edge, 1, "b"),
     ]
-    assert early_article is not None and early_article.published_at is None
+    assert early_article is not None
+    assert early_article.published_at == at("2026-01-01T08:59")
+
+
+def _publishes(engine: Engine) -> list[tuple[int, str]]:
+    with session_factory(engine)() as session:
+        rows = session.execute(
+            select(Event.entry_id, Event.origin)
+            .where(Event.event == "entry.publish")
+            .order_by(Event.id)
+        )
+        return [(entry_id, origin) for entry_id, origin in rows]
+
+
+def test_an_overdue_article_is_published_once_by_the_next_occurrence(
+    engine: Engine,
+) -> None:
+    # Created at 08:00 with publish_at 07:00, already past: no window holds it.
+    overdue = _article(engine, "overdue", at("2026-01-01T07:00"))
+    _article(engine, "done", at("2026-01-01T07:00"), at("2026-01-01T07:00"))
+
+    nine = (at("2026-01-01T08:59"), at("2026-01-01T09:00"))
+    published = publish_window(engine, *nine, "a")
+    assert [(e["id"], e["published_at"]) for e in published] == [
+        (overdue, "2026-01-01T09:00:00Z")
+    ]
+    # Neither a second execution of 09:00 nor the next occurrence again.
+    assert publish_window(engine, *nine, "b") == []
+    assert (
+        publish_window(engine, at("2026-01-01T09:00"), at("2026-01-01T09:01"), "a")
+        == []
+    )
+    assert _publishes(engine) == [(overdue, "a")]
 
 
 async def _boom(context: CronContext) -> None:
