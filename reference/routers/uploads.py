@@ -45,7 +45,9 @@ def safe_name(filename: str) -> str:
     base = re.split(r"[/\\]", filename)[-1]
     base = _UNSAFE.sub("_", base).lstrip("._-")[-MAX_NAME:]
     if not base:
-        raise HTTPException(400, f"file name {filename!r} has no usable characters")
+        # Cut short: the 400 echoes a name of up to the multipart header limit.
+        shown = filename[:MAX_NAME] + ("..." if len(filename) > MAX_NAME else "")
+        raise HTTPException(400, f"file name {shown!r} has no usable characters")
     return base
 
 
