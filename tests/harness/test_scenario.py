@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from harness import scenario as scenarios
-from harness.runner import expected_occurrences
+from harness.runner import expected_occurrences, expected_publishes
 
 MINIMAL = """
 name = "tiny"
@@ -47,6 +48,24 @@ def test_expected_occurrences_cover_pin_to_until(tmp_path: Path) -> None:
         ("daily-digest", "2026-01-01T09:00:00Z"),
         ("publish-scheduled", "2026-01-01T09:00:00Z"),
         ("publish-scheduled", "2026-01-01T09:01:00Z"),
+    ]
+
+
+def test_expected_publishes_include_overdue_articles(tmp_path: Path) -> None:
+    scenario = scenarios.load(write(tmp_path, MINIMAL))
+
+    def at(clock: str) -> datetime:
+        return datetime.fromisoformat(f"2026-01-01T{clock}").replace(tzinfo=UTC)
+
+    created = [
+        ({"id": 1}, at("08:59:40")),  # in the 09:00 window
+        ({"id": 2}, at("07:00:00")),  # overdue: the first occurrence takes it
+        ({"id": 3}, at("09:30:00")),  # due after the run
+        ({"id": 4}, None),  # never scheduled
+    ]
+    assert expected_publishes(scenario, created) == [
+        ("entry.publish", "article", 1, 1),
+        ("entry.publish", "article", 2, 1),
     ]
 
 
