@@ -233,7 +233,8 @@ class Topology:
         one instance is up.
         """
         deadline = time.monotonic() + timeout
-        pending = list(self.instances)
+        # Instances found ready before (a rolling start) keep their boot time.
+        pending = [i for i in self.instances if i.ready_seconds is None]
         failed: list[Instance] = []
         with httpx.Client(timeout=1.0) as client:
             while pending:

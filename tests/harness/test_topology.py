@@ -69,6 +69,24 @@ def test_instances_start_answer_and_stop_with_their_children(tmp_path: Path) -> 
     assert topology.instances[0].usage.peak_processes == 2
 
 
+def test_a_rolling_start_keeps_each_boot_time(tmp_path: Path) -> None:
+    topology = Topology(
+        [instance(tmp_path, "a", SERVER), instance(tmp_path, "b", SERVER)]
+    )
+    try:
+        topology.start(one_by_one=("/ready", 10))
+        booted = [i.ready_seconds for i in topology]
+        assert None not in booted
+        # Waiting on the whole topology afterwards must not time a again from
+        # its start, which would add b's boot to it.
+        assert topology.wait_ready("/ready", timeout=10) == []
+        assert [i.ready_seconds for i in topology] == booted
+        pids = topology.alive()
+    finally:
+        topology.stop()
+    assert wait_gone(pids) == []
+
+
 def test_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
