@@ -94,8 +94,9 @@ _PARTS = re.compile(r"(?P<base>\w+)(?:\[(?P<key>[^\]]+)\]|\((?P<argument>[^)]*)\
 def unknown(metric: str, *, load: bool, tasks: Collection[str] = ()) -> str | None:
     """Why a metric is not a figure this kind of run produces, or None.
 
-    >>> unknown("deliveries_per_event[entry.bogus]", load=False)
-    "metric 'deliveries_per_event[entry.bogus]': the event must be one of ..."
+    unknown("duplicates", load=False) -> None
+    unknown("deliveries_per_event[entry.bogus]", load=False)
+        -> "metric 'deliveries_per_event[entry.bogus]': the event must be ..."
     """
     parts = _PARTS.match(metric)
     if parts is None:
