@@ -11,6 +11,7 @@ scripts can tell the cases apart.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import nox
@@ -24,7 +25,17 @@ def _harness(session: nox.Session, *args: str) -> None:
     command = [f"{session.bin}/clusterproof", *args]
     # nox marks a variable it wants unset with None, which Popen refuses.
     env = {k: v for k, v in {**os.environ, **session.env}.items() if v is not None}
-    code = subprocess.call([*command, *session.posargs], env=env)
+    harness = subprocess.Popen([*command, *session.posargs], env=env)
+
+    # A stop signal goes to the harness, and nox waits while it stops every
+    # instance: subprocess.call would kill it 0.25 s after a Ctrl-C and leave
+    # its instances serving. The harness stops once, whatever repeats.
+    def forward(signum: int, frame: object) -> None:
+        harness.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = harness.wait()
     if code:
         # nox reports every failure as 1; keep the harness's 1/2 distinction.
         raise SystemExit(code)

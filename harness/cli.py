@@ -266,8 +266,18 @@ def run(args: argparse.Namespace) -> int:
     return exit_code(results)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    # The first stop signal interrupts the run, which then tears its topology
+    # down; a second one (Ctrl-C twice, nox passing on a signal the terminal
+    # also sent) must not interrupt that teardown and leave instances behind.
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)
+    raise KeyboardInterrupt(
+        "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     # Instances run in sessions of their own, so a SIGTERM (a CI timeout, a
     # cancelled job) or SIGHUP (a closed terminal) that killed the harness
     # would leave them serving. Both stop the run as Ctrl-C does.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
     try:
         if args.command == "load":

@@ -196,10 +196,16 @@ def test_a_fault_of_the_harness_exits_2_not_1(
         raise RuntimeError("template bug")
 
     monkeypatch.setattr(cli, "write_run_report", broken_report)
-    code = cli.main(
-        ["run", "--suite", "reproduce", "--scenario", "boot-race",
-         "--reports", str(tmp_path / "r")]
-    )  # fmt: skip
+    handlers = {signum: signal.getsignal(signum) for signum in cli.STOP_SIGNALS}
+    try:
+        code = cli.main(
+            ["run", "--suite", "reproduce", "--scenario", "boot-race",
+             "--reports", str(tmp_path / "r")]
+        )  # fmt: skip
+    finally:
+        # main() takes the stop signals over; give pytest its own back.
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     assert code == 2
     assert not (tmp_path / "r" / "latest").exists()
     assert processes_under(tmp_path) == []
@@ -257,6 +263,10 @@ def test_a_stop_signal_stops_every_instance(
             time.sleep(0.1)
         time.sleep(1.0)
         assert processes_under(tmp_path / "r"), "no instance started"
+        # Twice, as an impatient user or nox passing a terminal's signal on
+        # does: the second must not cut the teardown short.
+        run.send_signal(signum)
+        time.sleep(0.3)
         run.send_signal(signum)
         output, _ = run.communicate(timeout=60)
     finally:
