@@ -26,6 +26,7 @@ from harness.load.generator import LOCUSTFILE
 from harness.load.sweep import LoadRun
 from harness.report import write_junit, write_run_report
 from harness.runner import (
+    Interrupted,
     Options,
     ReportsError,
     ScenarioRun,
@@ -236,8 +237,15 @@ def run(args: argparse.Namespace) -> int:
                 kind = EquivalenceRun if scenario.variants else ScenarioRun
                 results.append(kind(scenario, where, options, progress).run())
         except KeyboardInterrupt as exc:
+            # A report of what ran, and where the run stopped; latest keeps
+            # pointing at the last run that finished.
+            if isinstance(exc, Interrupted):
+                results.append(exc.result)
+            title = f"clusterproof {args.suite}: interrupted"
+            index = write_run_report(folder, results, title=title)
             by = interrupted_by(exc)
             console.print(f"[yellow]interrupted by {by}: every instance was stopped[/]")
+            console.print(f"report: {index}")
             return EXIT_HARNESS
 
     index = write_run_report(folder, results, title=f"clusterproof {args.suite}")

@@ -164,11 +164,12 @@ class ScenarioRun:
         except StageError as exc:
             result = self._error_result(exc.stage, exc.message)
         except KeyboardInterrupt as exc:
+            by = interrupted_by(exc)
             result = self._error_result(
-                "interrupted", f"stopped by {interrupted_by(exc)}"
+                last_stage(self.timings), f"interrupted by {by}"
             )
             self._write(result)
-            raise
+            raise Interrupted(result, by) from None
         self._write(result)
         return result
 
@@ -505,9 +506,23 @@ class ReportsError(Exception):
     """The reports folder cannot hold a new run."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal, with the result that says where it stopped."""
+
+    def __init__(self, result: dict[str, Any], by: str) -> None:
+        super().__init__(by)
+        self.result = result
+
+
 def interrupted_by(exc: KeyboardInterrupt) -> str:
     """'SIGTERM' for a signal the CLI turned into an interrupt, else 'Ctrl-C'."""
     return str(exc) or "Ctrl-C"
+
+
+def last_stage(timings: dict[str, float]) -> str:
+    """The stage a run was in: stages record their time as they end, even
+    when interrupted."""
+    return next(reversed(timings), "setup")
 
 
 def new_run_folder(reports: Path) -> Path:

@@ -22,6 +22,7 @@ from harness.load.generator import LoadError, check_locustfile
 from harness.load.sweep import LoadRun
 from harness.report import write_run_report
 from harness.runner import (
+    Interrupted,
     Options,
     ReportsError,
     interrupted_by,
@@ -99,8 +100,12 @@ def run_load(args: argparse.Namespace, console: Console) -> int:
                 scenario, folder / scenario.name, options, progress, args.locustfile
             ).run()
         except KeyboardInterrupt as exc:
+            results = [exc.result] if isinstance(exc, Interrupted) else []
+            title = f"clusterproof load: {scenario.name}: interrupted"
+            index = write_run_report(folder, results, title=title)
             by = interrupted_by(exc)
             console.print(f"[yellow]interrupted by {by}: every process was stopped[/]")
+            console.print(f"report: {index}")
             return EXIT_HARNESS
 
     index = write_run_report(

@@ -36,10 +36,12 @@ from harness.load.setups import Setup
 from harness.runner import (
     ADMIN_TOKEN,
     WEBHOOK_SECRET,
+    Interrupted,
     Options,
     Progress,
     StageError,
     interrupted_by,
+    last_stage,
     stage,
     write_result,
 )
@@ -116,9 +118,11 @@ class LoadRun:
         except StageError as exc:
             result = self._error_result(exc.stage, exc.message)
         except KeyboardInterrupt as exc:
-            stopped = f"stopped by {interrupted_by(exc)}"
-            write_result(self.folder, self._error_result("interrupted", stopped))
-            raise
+            by = interrupted_by(exc)
+            stage = last_stage(self.timings)
+            result = self._error_result(stage, f"interrupted by {by}")
+            write_result(self.folder, result)
+            raise Interrupted(result, by) from None
         write_result(self.folder, result)
         return result
 

@@ -274,10 +274,15 @@ def test_a_stop_signal_stops_every_instance(
     assert run.returncode == 2, output
     assert f"interrupted by {named}" in output
     assert processes_under(tmp_path) == []
-    # No latest link: an interrupted run claims nothing; its folder says why.
+    # No latest link: an interrupted run claims nothing; its report says
+    # where it stopped.
     assert not (tmp_path / "r" / "latest").exists()
     (written,) = (tmp_path / "r").glob("*/two-instances/result.json")
-    assert json.loads(written.read_text())["error"]["message"] == f"stopped by {named}"
+    error = json.loads(written.read_text())["error"]
+    assert error["message"] == f"interrupted by {named}"
+    assert error["stage"] in ("start instances", "workload", "cron")
+    (page,) = (tmp_path / "r").glob("*/index.html")
+    assert f"interrupted by {named}" in page.read_text()
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:

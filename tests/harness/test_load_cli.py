@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -141,3 +143,30 @@ def test_the_roles_points_measure_content_api_instances(tmp_path: Path) -> None:
     # One full instance and one content-api instance both took requests.
     assert len(points["full+1-content-api"]["per_worker"]) == 2
     assert sorted(roles["idle"]) == ["content-api", "full"]
+
+
+def test_sigterm_during_a_point_stops_every_process(tmp_path: Path) -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "load", "--reports", "r",
+         "--scenario", "load-smoke", "--duration", "20"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_under(tmp_path / "r") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3.0)  # into the first point's load
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 2, output
+    assert "interrupted by SIGTERM: every process was stopped" in output
+    assert processes_under(tmp_path) == []
+    (written,) = (tmp_path / "r").glob("*/load-smoke/result.json")
+    error = json.loads(written.read_text())["error"]
+    assert error == {
+        "stage": "cluster-off (round 1, point 1/3)",
+        "message": "interrupted by SIGTERM",
+    }
