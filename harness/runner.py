@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 import time
@@ -38,6 +39,9 @@ from harness.topology import (
 from harness.workload import Workload
 
 ADMIN_TOKEN = "clusterproof-harness"
+# Between the last instance's boot and the first fire time: the workload
+# subscribes the sink and creates the scheduled articles.
+WORKLOAD_LEAD_SECONDS = 1.0
 # Standard Webhooks secret shared by the instances and the HTTP sink.
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"clusterproof-harness-secret").decode()
 # After clock.until, the run goes on until the sinks have been quiet this
@@ -275,6 +279,37 @@ class ScenarioRun:
             self.progress(
                 self.scenario.name,
                 f"instance {instance.id} failed during boot: {instance.error}",
+            )
+        self._check_lead()
+
+    def _check_lead(self) -> None:
+        """Stop a run whose instances came up too late for its first fire
+        time: its occurrences would read as lost, a failed claim, when the
+        scenario's pin is at fault."""
+        assert self.topology is not None
+        fires = sorted((at, task) for task, at in expected_occurrences(self.scenario))
+        # Monotonic instant each instance answered ready.
+        booted = {
+            i.id: i.started_at + i.ready_seconds
+            for i in self.topology
+            if i.ready_seconds is not None
+        }
+        if not fires or not booted:
+            return
+        at, task = fires[0]
+        first = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        last = max(booted, key=lambda name: booted[name])
+        ago = time.monotonic() - booted[last]
+        ready_at = self.clock.now() - timedelta(seconds=ago)
+        late = (ready_at - first).total_seconds() + WORKLOAD_LEAD_SECONDS
+        if late > 0:
+            raise StageError(
+                "start instances",
+                f"instance {last} was ready at pinned "
+                f"{format_instant(ready_at)[11:22]}, too late for {task} at "
+                f"{at[11:19]} (the workload needs {WORKLOAD_LEAD_SECONDS:g} s "
+                f"before it); set clock.pin at least {math.ceil(late)} s "
+                "earlier, or start fewer instances",
             )
 
     def _open_gate(self, gate: Path) -> None:

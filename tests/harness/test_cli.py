@@ -211,6 +211,27 @@ def test_a_fault_of_the_harness_exits_2_not_1(
     assert processes_under(tmp_path) == []
 
 
+def test_a_pin_too_close_to_the_fire_time_is_an_error_not_a_loss(
+    tmp_path: Path,
+) -> None:
+    folder = scenario_dir(
+        tmp_path,
+        "two-instances",
+        {'pin = "2026-01-01T08:59:49Z"': 'pin = "2026-01-01T08:59:58Z"'},
+    )
+    done = clusterproof(tmp_path, "--suite", "reproduce", "--scenarios", str(folder))
+    assert done.returncode == 2, done.stderr
+    message = " ".join(done.stderr.split())
+    assert re.search(
+        r"stopped at start instances: instance [ab] was ready at pinned "
+        r"09:00:0\d\.\d\d, too late for daily-digest at 09:00:00 .* set clock\.pin "
+        r"at least \d+ s earlier",
+        message,
+    ), message
+    assert result(tmp_path, "two-instances")["claims"] == []
+    assert processes_under(tmp_path) == []
+
+
 @pytest.mark.parametrize("which", ["instance", "sink"])
 def test_port_in_use_exits_2(tmp_path: Path, which: str) -> None:
     with socket.socket() as taken:
