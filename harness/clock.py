@@ -32,10 +32,10 @@ def parse_instant(text: str) -> datetime:
         instant = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ClockError(
-            f"clock instant must be ISO 8601 like 2026-01-01T08:59:50Z, got {text!r}"
+            f"an instant must be ISO 8601 like 2026-01-01T08:59:50Z, got {text!r}"
         ) from None
     if instant.tzinfo is None:
-        raise ClockError(f"clock instant needs a time zone (add Z), got {text!r}")
+        raise ClockError(f"an instant needs a time zone (add Z), got {text!r}")
     return instant.astimezone(UTC)
 
 

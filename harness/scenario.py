@@ -11,16 +11,16 @@ from __future__ import annotations
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -78,19 +78,23 @@ class Database(_Strict):
     kind: Literal["sqlite", "postgresql"] = "sqlite"
 
 
-class Clock(_Strict):
-    pin: datetime
-    until: datetime
+def _instant(value: object) -> datetime:
+    # TOML's unquoted 2026-01-01T08:59:50 arrives as a datetime with no zone;
+    # it is refused like its quoted form, before it meets an aware one.
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    try:
+        return parse_instant(text)
+    except ClockError as exc:
+        raise ValueError(str(exc)) from None
 
-    @field_validator("pin", "until", mode="before")
-    @classmethod
-    def _instant(cls, value: object) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            return parse_instant(str(value))
-        except ClockError as exc:
-            raise ValueError(str(exc)) from None
+
+# An instant with a time zone, quoted or not: "2026-01-01T08:59:50Z".
+Instant = Annotated[datetime, BeforeValidator(_instant)]
+
+
+class Clock(_Strict):
+    pin: Instant
+    until: Instant
 
 
 class CronTask(_Strict):
@@ -119,7 +123,7 @@ class CronTask(_Strict):
 
 class ScheduledArticle(_Strict):
     title: str
-    publish_at: datetime
+    publish_at: Instant
 
 
 class Workload(_Strict):

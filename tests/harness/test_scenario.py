@@ -115,9 +115,32 @@ def test_a_bad_instant_is_shown_once(tmp_path: Path) -> None:
     with pytest.raises(scenarios.ScenarioError) as raised:
         scenarios.load(write(tmp_path, text))
     assert str(raised.value).endswith(
-        "clock.pin: clock instant must be ISO 8601 like 2026-01-01T08:59:50Z, "
+        "clock.pin: an instant must be ISO 8601 like 2026-01-01T08:59:50Z, "
         "got 'yesterday'"
     )
+
+
+NAIVE_ARTICLE = """
+[[workload.articles]]
+title = "a"
+publish_at = "2026-01-01T08:59:20"
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (MINIMAL.replace('"2026-01-01T08:59:50Z"', "2026-01-01T08:59:50"), "clock.pin"),
+        (MINIMAL + NAIVE_ARTICLE, r"workload.articles\[0\].publish_at"),
+    ],
+)
+def test_an_instant_without_a_zone_is_refused(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    with pytest.raises(
+        scenarios.ScenarioError, match=f"{where}: an instant needs a time zone"
+    ):
+        scenarios.load(write(tmp_path, text))
 
 
 def test_the_name_must_match_the_file(tmp_path: Path) -> None:
