@@ -50,6 +50,10 @@ SCENARIO = frozenset(
         "compared_responses",
     }
 )
+# Measured by the traffic stage, which runs only with writes or faults.
+TRAFFIC = frozenset(
+    {"requests", "failed_requests", "serving_processes", "idle_workers"}
+)
 # Keyed scenario figures, and what the key names.
 SCENARIO_KEYED = {
     "executions_per_occurrence": "task",
@@ -87,6 +91,19 @@ LOAD_KEYED = {
     "peer_p95_ratio": "worker count",
 }
 LOAD_ARGUMENT = frozenset({"scaling"})
+# The keys a load run can produce (harness.load.setups labels its setups so).
+LOAD_KEYS = {
+    "setup": re.compile(
+        r"cluster-off|(?:cluster|gunicorn|uvicorn)-\d+|content-api|full"
+        r"|full\+\d+-content-api"
+    ),
+    "worker count": re.compile(r"\d+"),
+}
+LOAD_KEY_EXAMPLES = {
+    "setup": "cluster-off, cluster-2, gunicorn-2, uvicorn-2, content-api, full, "
+    "full+1-content-api",
+    "worker count": "a number of workers, like 2",
+}
 
 _PARTS = re.compile(r"(?P<base>\w+)(?:\[(?P<key>[^\]]+)\]|\((?P<argument>[^)]*)\))?$")
 
@@ -107,15 +124,24 @@ def unknown(metric: str, *, load: bool, tasks: Collection[str] = ()) -> str | No
     )
 
     if key is not None and base in keyed:
-        allowed = {"task": tasks, "event": ALL_EVENTS}.get(keyed[base])
-        if allowed is not None and key not in allowed:
+        what = keyed[base]
+        if what in LOAD_KEYS:
+            if LOAD_KEYS[what].fullmatch(key):
+                return None
             return (
-                f"metric {metric!r}: the {keyed[base]} must be one of "
+                f"metric {metric!r}: the {what} must be like {LOAD_KEY_EXAMPLES[what]}"
+            )
+        allowed = tasks if what == "task" else ALL_EVENTS
+        if key not in allowed:
+            return (
+                f"metric {metric!r}: the {what} must be one of "
                 f"{', '.join(allowed) or '(none declared)'}"
             )
         return None
     if argument is not None and base in with_argument:
-        return None
+        if argument.isdigit():
+            return None
+        return f"metric {metric!r}: the argument must be a number of workers, like 2"
     if key is None and argument is None and base in plain:
         return None
 

@@ -27,7 +27,7 @@ from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
 from harness.clock import PinnedClock, format_instant
 from harness.faults import Replacements, Shutdown, kill_worker, worker_pids
-from harness.scenario import Scenario, Variant
+from harness.scenario import Scenario, Variant, expected_occurrences
 from harness.sinks import HttpSink, SmtpSink, read_ledger
 from harness.topology import (
     Instance,
@@ -90,20 +90,6 @@ class Options:
     reports: Path
     database: str | None = None
     instances: int | None = None
-
-
-def expected_occurrences(scenario: Scenario) -> list[tuple[str, str]]:
-    """Every fire time of every declared task in (pin, until]."""
-    occurrences = []
-    for task in scenario.tasks:
-        trigger = task.trigger()
-        fire = trigger.get_next_fire_time(
-            None, scenario.clock.pin + timedelta(microseconds=1)
-        )
-        while fire is not None and fire <= scenario.clock.until:
-            occurrences.append((task.name, format_instant(fire)))
-            fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-    return occurrences
 
 
 def expected_publishes(

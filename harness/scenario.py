@@ -9,7 +9,7 @@ the worker counts to sweep, the peers, and thresholds as claims.
 from __future__ import annotations
 
 import tomllib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,12 +26,15 @@ from pydantic import (
 
 from harness import metrics
 from harness.claims import ClaimError, parse_claim
-from harness.clock import ClockError, parse_instant
+from harness.clock import ClockError, format_instant, parse_instant
+from reference.cron_tasks import TASKS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 # Below this, Locust's start and stop are a large part of the run and the
 # figures are noise.
 MIN_LOAD_SECONDS = 3.0
+# A run waits in real time from the pin to clock.until.
+MAX_PINNED_SPAN = timedelta(minutes=15)
 
 
 class ScenarioError(Exception):
@@ -225,21 +228,100 @@ def load(path: Path) -> Scenario | LoadScenario:
             f"the file to {scenario.name}.toml or set name = {path.stem!r}"
         )
 
-    if isinstance(scenario, Scenario) and scenario.clock.until <= scenario.clock.pin:
-        raise ScenarioError(f"{path}: clock.until must be after clock.pin")
-    is_load = isinstance(scenario, LoadScenario)
-    tasks = [] if isinstance(scenario, LoadScenario) else scenario.tasks
-    task_names = [task.name for task in tasks]
+    problem = _run_problem(scenario) if isinstance(scenario, Scenario) else None
+    if problem:
+        raise ScenarioError(f"{path}: {problem}")
     for claim in scenario.claims:
         try:
             parsed = parse_claim(claim.check.format(instances=1))
         except (ClaimError, KeyError, IndexError) as exc:
             raise ScenarioError(f"{path}: claim {claim.name!r}: {exc}") from None
         for metric in parsed.metrics():
-            problem = metrics.unknown(metric, load=is_load, tasks=task_names)
+            problem = _claim_problem(scenario, metric)
             if problem:
                 raise ScenarioError(f"{path}: claim {claim.name!r}: {problem}")
     return scenario
+
+
+def expected_occurrences(scenario: Scenario) -> list[tuple[str, str]]:
+    """Every fire time of every declared task in (pin, until]."""
+    occurrences = []
+    for task in scenario.tasks:
+        trigger = task.trigger()
+        fire = trigger.get_next_fire_time(
+            None, scenario.clock.pin + timedelta(microseconds=1)
+        )
+        while fire is not None and fire <= scenario.clock.until:
+            occurrences.append((task.name, format_instant(fire)))
+            fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+    return occurrences
+
+
+def _run_problem(scenario: Scenario) -> str | None:
+    """What makes a scenario unable to run as written, or None."""
+    clock = scenario.clock
+    if clock.until <= clock.pin:
+        return "clock.until must be after clock.pin"
+    if clock.until - clock.pin > MAX_PINNED_SPAN:
+        return (
+            f"clock.until must be at most {MAX_PINNED_SPAN.seconds // 60} minutes "
+            "after clock.pin, because the run waits that long in real time; pin "
+            "a few seconds before the fire times instead"
+        )
+    if scenario.target.kind == "reference":
+        for index, task in enumerate(scenario.tasks):
+            problem = _reference_task_problem(task)
+            if problem:
+                return f"tasks[{index}]: {problem}"
+    names = [chr(ord("a") + index) for index in range(scenario.topology.instances)]
+    for index, fault in enumerate(scenario.faults):
+        if fault.instance not in names:
+            return (
+                f"faults[{index}].instance: {fault.instance!r} is not one of the "
+                f"instances {', '.join(names)}"
+            )
+    return None
+
+
+def _reference_task_problem(task: CronTask) -> str | None:
+    # The reference server's tasks are code, not configuration: a scenario
+    # can only declare what it will run.
+    served = TASKS.get(task.name)
+    if served is None:
+        return (
+            f"the reference server has no task {task.name!r}; it runs "
+            f"{', '.join(TASKS)} (reference/cron_tasks.py)"
+        )
+    if (served.rule, served.tz) != (task.rule, task.tz):
+        return (
+            f"the reference server runs {task.name} on {served.rule!r} in "
+            f"{served.tz}, not {task.rule!r} in {task.tz}; declare its own rule"
+        )
+    return None
+
+
+def _claim_problem(scenario: Scenario | LoadScenario, metric: str) -> str | None:
+    if isinstance(scenario, LoadScenario):
+        return metrics.unknown(metric, load=True)
+    problem = metrics.unknown(
+        metric, load=False, tasks=[t.name for t in scenario.tasks]
+    )
+    if problem:
+        return problem
+    firing = {task for task, _ in expected_occurrences(scenario)}
+    for task in scenario.tasks:
+        if metric.endswith(f"[{task.name}]") and task.name not in firing:
+            return (
+                f"{metric}: task {task.name} has no fire time between clock.pin "
+                "and clock.until; pin a few seconds before one"
+            )
+    traffic = scenario.workload.writes or scenario.faults
+    if metric in metrics.TRAFFIC and not traffic:
+        return (
+            f"{metric} is measured under traffic only; set workload.writes "
+            "or add a fault"
+        )
+    return None
 
 
 def _first_error(exc: ValidationError) -> str:

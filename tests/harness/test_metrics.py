@@ -28,6 +28,9 @@ TASK_NAMES = ["daily-digest", "publish-scheduled"]
         ("scaling(2)", False, r"unknown metric 'scaling\(2\)'"),
         ("duplicates", True, r"unknown metric 'duplicates'; .*scaling\(N\)"),
         ("rsp[cluster-2]", True, r"unknown metric 'rsp\[cluster-2\]'"),
+        ("rps[clustr-2]", True, r"the setup must be like cluster-off, cluster-2"),
+        ("peer_p95_ratio[two]", True, "the worker count must be like a number"),
+        ("scaling(x)", True, "the argument must be a number of workers"),
     ],
 )
 def test_a_metric_no_run_produces_is_refused_naming_the_known_ones(

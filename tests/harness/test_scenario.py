@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from harness import scenario as scenarios
-from harness.runner import expected_occurrences, expected_publishes
+from harness.runner import expected_publishes
+from harness.scenario import expected_occurrences
 
 MINIMAL = """
 name = "tiny"
@@ -89,6 +90,35 @@ def test_expected_publishes_include_overdue_articles(tmp_path: Path) -> None:
         (
             MINIMAL.replace('effect = "email"', 'effect = "fax"'),
             r"tasks\[0\]\.effect: input should be 'email' or 'publish' \(got 'fax'\)",
+        ),
+        (
+            MINIMAL.replace("09:01:05Z", "09:30:00Z"),
+            "clock.until must be at most 15 minutes after clock.pin",
+        ),
+        (
+            MINIMAL.replace('rule = "0 9 * * *"', 'rule = "30 10 * * *"'),
+            r"tasks\[0\]: the reference server runs daily-digest on '0 9 \* \* \*' in "
+            "UTC, not '30 10",
+        ),
+        (
+            MINIMAL.replace('name = "daily-digest"', 'name = "weekly-report"'),
+            r"tasks\[0\]: the reference server has no task 'weekly-report'; it runs "
+            "daily-digest, publish-scheduled",
+        ),
+        (
+            MINIMAL + '[[faults]]\nkind = "terminate"\ninstance = "b"\n',
+            r"faults\[0\].instance: 'b' is not one of the instances a",
+        ),
+        (
+            MINIMAL.replace("08:59:50Z", "09:00:30Z"),
+            "emails_per_occurrence\\[daily-digest\\]: task daily-digest has no fire "
+            "time between clock.pin and clock.until",
+        ),
+        (
+            MINIMAL.replace(
+                'check = "emails', 'check = "failed_requests == 0 and emails'
+            ),
+            "failed_requests is measured under traffic only; set workload.writes",
         ),
         (
             MINIMAL.replace('rule = "0 9 * * *"', 'rule = "61 25 * * *"'),
