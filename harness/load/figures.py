@@ -3,8 +3,8 @@ sweep to the metrics the scenario's claims are judged on.
 
 Metric names (for claims):
     rps, p50_ms, p95_ms, p99_ms, error_rate, idle_workers
-        lists over every run of our server (cluster off and on), so one bad
-        run is enough to break a threshold
+        lists over every run of our server (cluster off and on, the roles
+        instances), so one bad run is enough to break a threshold
     balance                     list over runs of cluster mode with 2+ workers
     rps[<setup>] ... cpu_s_per_1k[<setup>], balance[<setup>]
                                 one setup, the median of its rounds
@@ -128,7 +128,7 @@ def metrics(
     peers: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Every figure a claim may name (see the module docstring)."""
-    ours = [p for p in points if p["kind"] in ("cluster-off", "cluster")]
+    ours = [p for p in points if p["kind"] not in PEERS]
     found: dict[str, Any] = {
         key: [p[key] for p in ours]
         for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "idle_workers")

@@ -46,10 +46,6 @@ class Setup:
             return "full" if self.workers == 0 else f"full+{self.workers}-content-api"
         return f"{self.kind}-{self.workers}"
 
-    @property
-    def ours(self) -> bool:
-        return self.kind in ("cluster-off", "cluster")
-
     # Limitation: the peers' processes only serve HTTP, so under the write
     # mix nobody delivers their webhooks, while our primary does deliver
     # them; the write-mix comparison is therefore tilted against us.

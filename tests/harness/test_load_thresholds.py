@@ -198,3 +198,10 @@ def test_a_setup_row_is_the_median_of_its_rounds() -> None:
     assert row["rounds"] == 3
     # The disturbed third round does not drag the row down as a mean would.
     assert row["rps"] == 300.0
+
+
+def test_a_failing_roles_point_breaks_the_error_threshold() -> None:
+    points = sweep() + [point("content-api", "roles", -1, 300.0, error_rate=0.02)]
+    result = evaluate("error_rate == 0", sweep_metrics(points))
+    assert result.held is False
+    assert "0.02" in result.observed
