@@ -198,6 +198,14 @@ def exit_code(results: list[dict[str, Any]]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.instances is not None and args.suite != "reproduce":
+        # The gate's scenarios are topologies by design (one cluster primary,
+        # a primary and a worker instance); more copies would test another.
+        console.print(
+            f"[red]error:[/] --instances applies to the reproduce suite only; "
+            f"the {args.suite} scenarios fix their own topology"
+        )
+        return EXIT_HARNESS
     try:
         selected = _select(args.suite, args.scenario, args.scenarios)
         if args.database:

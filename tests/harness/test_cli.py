@@ -147,6 +147,13 @@ def test_an_unwritable_reports_folder_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_instances_is_refused_for_the_gate(tmp_path: Path) -> None:
+    done = clusterproof(tmp_path, "--suite", "verify-cluster", "--instances", "2")
+    assert done.returncode == 2
+    assert "--instances applies to the reproduce suite only" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_reproduce_scenario_cannot_pass_the_gate(tmp_path: Path) -> None:
     done = clusterproof(
         tmp_path, "--suite", "verify-cluster", "--scenario", "two-instances"
