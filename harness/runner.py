@@ -25,18 +25,27 @@ from typing import Any
 from harness import database
 from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
-from harness.clock import PinnedClock, format_instant
-from harness.faults import Replacements, Shutdown, kill_worker, worker_pids
+from harness.clock import ClockError, PinnedClock, format_instant
+from harness.database import DatabaseError
+from harness.faults import (
+    FaultError,
+    Replacements,
+    Shutdown,
+    kill_worker,
+    worker_pids,
+)
 from harness.scenario import Scenario, Variant, expected_occurrences
 from harness.sinks import HttpSink, SmtpSink, read_ledger
+from harness.sinks.listen import SinkError
 from harness.topology import (
     Instance,
     Topology,
+    TopologyError,
     free_port,
     last_lines,
     reference_command,
 )
-from harness.workload import Workload
+from harness.workload import Workload, WorkloadError
 
 ADMIN_TOKEN = "clusterproof-harness"
 # Between the last instance's boot and the first fire time: the workload
@@ -51,6 +60,17 @@ SETTLE_LIMIT_SECONDS = 30.0
 GATE_TIMEOUT_SECONDS = 60.0
 
 Progress = Callable[[str, str], None]
+
+
+# Errors of our own whose message stands alone: shown without their type.
+OWN_ERRORS = (
+    ClockError,
+    DatabaseError,
+    FaultError,
+    SinkError,
+    TopologyError,
+    WorkloadError,
+)
 
 
 class StageError(Exception):
@@ -144,7 +164,7 @@ class ScenarioRun:
         label = self.scenario.name
         if self.variant is not None:
             label += f" ({self.variant.name})"
-        return stage(label, name, self.progress, self.timings)
+        return stage(label, name, self.progress, self.timings, plain=OWN_ERRORS)
 
     def run(self) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -367,7 +387,8 @@ class ScenarioRun:
             if instance.id == name:
                 return instance
         raise StageError(
-            "faults", f"fault names instance {name!r}, which is not started"
+            "traffic and faults",
+            f"fault names instance {name!r}, which is not started",
         )
 
     def _settle(self) -> None:

@@ -189,7 +189,9 @@ def test_instance_that_dies_at_boot_exits_2_and_leaves_nothing(tmp_path: Path) -
     )
     done = clusterproof(tmp_path, "--suite", "reproduce", "--scenarios", str(folder))
     assert done.returncode == 2, done.stderr
-    assert "stopped at start instances" in " ".join(done.stderr.split())
+    assert "stopped at start instances: instance a exited during boot" in " ".join(
+        done.stderr.split()
+    )
     broken = result(tmp_path, "two-instances")
     assert broken["verdict"] == "error"
     assert broken["claims"] == []
