@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def run_cluster(settings: Settings) -> int:
-    """Run a primary and its workers until SIGTERM/SIGINT; an exit code."""
+    """Run a primary and its workers until SIGTERM/SIGINT/SIGHUP; an exit code."""
     return Primary(settings).run()
 
 

@@ -7,7 +7,7 @@ worth a blind restart; the others need a person to fix something first.
 
 from __future__ import annotations
 
-EXIT_OK = 0  # stopped by SIGTERM or SIGINT
+EXIT_OK = 0  # stopped by SIGTERM, SIGINT or SIGHUP
 EXIT_ERROR = 1  # an unexpected error: Python's own code for an uncaught exception
 EXIT_CONFIG = 2  # a setting or argument is invalid (argparse exits 2 as well)
 EXIT_WORKER_BOOT = 3  # cluster workers kept failing to boot

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -156,13 +157,34 @@ def prepare_schema(settings: Settings, duties: Duties) -> int:
 
 
 class ReadyServer(uvicorn.Server):
-    """A uvicorn server that calls ready() once it accepts connections."""
+    """A uvicorn server that calls ready() once it accepts connections and
+    logs the signal that stopped it."""
 
     def __init__(
         self, config: uvicorn.Config, ready: Callable[[], None] | None = None
     ) -> None:
         super().__init__(config)
         self._ready = ready
+        self.stopped_by: int | None = None
+
+    def stop_on(self, signum: int) -> None:
+        """Stop gracefully because of signum; safe in a signal handler."""
+        if self.stopped_by is None:
+            self.stopped_by = signum
+        self.should_exit = True
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn's own handler for SIGTERM and SIGINT while it runs.
+        super().handle_exit(sig, frame)
+        self.stop_on(sig)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Logged here, not in the handlers: a handler can run half-way
+        # through a write to the log, and must not write to it itself.
+        if self.stopped_by is not None:
+            name = signal.Signals(self.stopped_by).name
+            log.info("%s received, stopping gracefully", name)
+        await super().shutdown(sockets=sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
@@ -184,12 +206,13 @@ def serve(
     ready: Callable[[], None] | None = None,
     drain_seconds: int | None = None,
 ) -> int:
-    """Serve HTTP on listening sockets until SIGTERM/SIGINT; the app's
-    lifespan runs the services.
+    """Serve HTTP on listening sockets until SIGTERM, SIGINT or SIGHUP; the
+    app's lifespan runs the services.
 
     ready() is called once the sockets accept. drain_seconds bounds how long
-    requests in flight at SIGTERM may take to finish (None: as long as they
-    need).
+    requests in flight at the signal may take to finish (None: as long as
+    they need). A SIGHUP that is ignored on entry (nohup, a cluster worker)
+    stays ignored.
     """
     app = build_app(settings, duties)
     config = uvicorn.Config(
@@ -202,12 +225,19 @@ def serve(
     server = ReadyServer(config, ready)
 
     def stop_serving(signum: int, frame: object) -> None:
-        server.should_exit = True
+        server.stop_on(signum)
 
     # uvicorn handles SIGTERM/SIGINT while it runs, then re-raises the signal
     # to the handler that was there before. This one makes that re-raise (and
     # a signal arriving just before uvicorn starts) a clean stop, exit 0.
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    stop_signals = [signal.SIGTERM, signal.SIGINT]
+    # uvicorn leaves SIGHUP alone, and by default it kills the process with
+    # no drain; a closed terminal sends it. So it stops like SIGTERM. There
+    # is no reload on SIGHUP (gunicorn's meaning): settings are read once.
+    # Ignored on entry means someone asked for the hangup not to stop us.
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        stop_signals.append(signal.SIGHUP)
+    for signum in stop_signals:
         signal.signal(signum, stop_serving)
     address = _address(sockets[0])
     log.info("serving on %s", address)

@@ -8,6 +8,9 @@ that die, backs off when they keep dying at boot, and drains them on SIGTERM.
 Signals the primary understands:
 
 - SIGTERM, SIGINT: stop gracefully (a second SIGINT stops immediately).
+- SIGHUP: stop gracefully, like SIGTERM (a closed terminal sends it). There
+  is no reload on SIGHUP as in gunicorn; an ignored SIGHUP (nohup) stays
+  ignored. Workers ignore SIGHUP: the primary drains them.
 - SIGQUIT: stop immediately (workers get SIGKILL).
 - SIGTTIN, SIGTTOU: one worker more, one worker fewer.
 """
@@ -50,6 +53,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _SIGNAL_NAMES = {
     signal.SIGCHLD: "chld",
     signal.SIGTERM: "term",
+    signal.SIGHUP: "hup",
     signal.SIGINT: "int",
     signal.SIGQUIT: "quit",
     signal.SIGTTIN: "ttin",
@@ -445,11 +449,14 @@ class Supervisor:
         self.reap_workers()
 
     def handle_term(self) -> None:
-        if self._stopping:
-            log.info("SIGTERM received, already stopping")
-            return
-        log.info("SIGTERM received, stopping gracefully")
-        self._stop_requested = "graceful"
+        self._stop_gracefully("SIGTERM")
+
+    def handle_hup(self) -> None:
+        # gunicorn's arbiter reloads on SIGHUP. We do not implement reloading
+        # (the settings are read once, before the fork), and the default
+        # action would kill the primary with no drain, so SIGHUP stops like
+        # SIGTERM.
+        self._stop_gracefully("SIGHUP")
 
     def handle_int(self) -> None:
         # Ctrl-C twice: the first drains, the second gives up on draining.
@@ -476,6 +483,13 @@ class Supervisor:
         self.worker_count -= 1
         log.info("SIGTTOU, now %d workers", self.worker_count)
 
+    def _stop_gracefully(self, name: str) -> None:
+        if self._stopping:
+            log.info("%s received, already stopping", name)
+            return
+        log.info("%s received, stopping gracefully", name)
+        self._stop_requested = "graceful"
+
     def _on_signal(self, signum: int, frame: object) -> None:
         # A handler runs between any two bytecodes of the main loop, perhaps
         # while that loop holds a logging handler's lock or is half-way
@@ -494,6 +508,8 @@ class Supervisor:
 
     def _install_signals(self) -> None:
         for signum in _SIGNAL_NAMES:
+            if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started under nohup: the hangup must not stop us
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     def _restore_signals(self) -> None:
@@ -541,6 +557,11 @@ class Supervisor:
     def _become_worker(self, mask: set[int]) -> None:
         for signum in _SIGNAL_NAMES:
             signal.signal(signum, signal.SIG_DFL)
+        # A closed terminal sends SIGHUP to the whole process group. The
+        # primary drains the workers on it; a worker that stopped on its own
+        # could exit before the primary has seen its SIGHUP, and be
+        # respawned. serve keeps an ignored SIGHUP ignored.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self._previous_handlers.clear()
         for fd in (self._wakeup_r, self._wakeup_w):
             os.close(fd)

@@ -327,6 +327,29 @@ def test_pinned_cron_runs_once_per_occurrence_unless_the_fault_is_on(
         assert len({e["pid"] for e in nine}) == 3
 
 
+def test_sighup_to_the_group_stops_the_cluster_gracefully(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A closed terminal sends SIGHUP to the whole group: the primary drains
+    the workers as on SIGTERM, and the workers do not stop on their own."""
+    server = launch(cluster_env(f"sqlite:///{tmp_path}/cp.db", tmp_path))
+    workers = [w["pid"] for w in server.wait_ready(workers=2)["workers"]]
+
+    os.killpg(server.pid, signal.SIGHUP)
+    assert server.process.wait(timeout=15) == 0
+    server.wait_group_gone()
+
+    log = server.log()
+    primary = f"primary {INSTANCE} pid {server.pid}: "
+    assert f"{primary}SIGHUP received, stopping gracefully" in log
+    for number, pid in enumerate(workers):
+        worker = f"worker {number} {INSTANCE} pid {pid}: "
+        assert f"{worker}SIGTERM received, stopping gracefully" in log
+        assert f"{worker}stopped" in log
+    assert log.count("SIGHUP") == 1 and "respawning" not in log
+    assert log.rstrip().endswith("stopped, exit code 0")
+
+
 def test_primary_sigkill_takes_the_workers_down(
     launch: Callable[..., Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -195,6 +196,70 @@ def test_port_0_serves_on_a_free_port_and_logs_it(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def start_server(
+    tmp_path: Path, *, prefix: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """python -m reference alone on a free port, once it answers; the
+    process, its port and its log file."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "reference", "--port", str(port)],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "DATABASE_URL": f"sqlite:///{tmp_path}/cp.db",
+            },
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_for(lambda: server.poll() is None and _live(port), timeout=30)
+    except BaseException:
+        server.kill()
+        server.wait()
+        raise
+    return server, port, log_path
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
+def test_stop_signals_stop_gracefully_and_are_named(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    server, _, log_path = start_server(tmp_path)
+    try:
+        server.send_signal(signum)
+        assert server.wait(timeout=15) == EXIT_OK
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    log = log_path.read_text()
+    assert f"pid {server.pid}: {signum.name} received, stopping gracefully" in log
+    assert "cron stopped" in log  # the app's shutdown ran
+    assert log.rstrip().endswith(f"pid {server.pid}: stopped")
+
+
+def test_sighup_stays_ignored_under_nohup(tmp_path: Path) -> None:
+    server, port, log_path = start_server(tmp_path, prefix=("nohup",))
+    try:
+        server.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert server.poll() is None and _live(port)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == EXIT_OK
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+    assert "SIGHUP" not in log_path.read_text()
 
 
 def _live(port: int) -> bool:

@@ -426,6 +426,50 @@ def test_sigterm_drains_in_flight_request(
     assert "respawning" not in primary.log()
 
 
+def test_sighup_to_the_group_drains_like_sigterm(
+    cluster: Callable[..., Cluster],
+) -> None:
+    """A closed terminal sends SIGHUP to the whole process group. The primary
+    drains as on SIGTERM; the workers ignore the hangup and wait for it."""
+    primary = cluster(drain_timeout=10)
+    workers = primary.wait_ready()["workers"].values()
+    result: list[tuple[int, int]] = []
+    slow = threading.Thread(target=lambda: result.append(primary.get("/?delay=1")))
+    slow.start()
+    time.sleep(0.3)  # the request is in a worker now
+
+    os.killpg(primary.pid, signal.SIGHUP)
+    slow.join(10)
+
+    assert result and result[0][0] == 200
+    assert primary.wait_exit() == EXIT_OK
+    primary.wait_no_leftovers()
+    log = primary.log()
+    assert f"INFO pid {primary.pid}: SIGHUP received, stopping gracefully" in log
+    for pid in workers:
+        assert f"(pid {pid}) exited with signal 15 (SIGTERM)" in log
+    assert "SIGHUP)" not in log and "respawning" not in log
+
+
+def test_sighup_stays_ignored_under_nohup(cluster: Callable[..., Cluster]) -> None:
+    # The forked primary inherits the ignored SIGHUP, as under nohup.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        primary = cluster()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    workers = primary.wait_ready()["workers"]
+
+    os.killpg(primary.pid, signal.SIGHUP)
+    time.sleep(0.5)
+
+    assert primary.get()[0] == 200
+    assert primary.state()["workers"] == workers
+    primary.signal(signal.SIGTERM)
+    assert primary.wait_exit() == EXIT_OK
+    assert "SIGHUP" not in primary.log()
+
+
 def test_sigquit_stops_immediately(cluster: Callable[..., Cluster]) -> None:
     primary = cluster(drain_timeout=30)
     primary.wait_ready()
