@@ -142,10 +142,16 @@ class Primary:
         stopped = asyncio.run_coroutine_threadsafe(
             stop_services(self._services, deadline - EXIT_GRACE), self._loop
         )
+        timeout = max(deadline - time.monotonic(), 0.0)
         try:
-            stopped.result(timeout=max(deadline - time.monotonic(), 0.0))
+            stopped.result(timeout=timeout)
         except TimeoutError:
-            log.error("cron or webhook delivery did not stop by the drain deadline")
+            # The Supervisor gives no time at all only on an immediate stop
+            # (SIGQUIT): there was no drain, so no drain deadline passed.
+            if timeout == 0.0:
+                log.warning("stopping immediately, not waiting for cron or webhooks")
+            else:
+                log.error("cron or webhook delivery did not stop by the drain deadline")
             return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

@@ -280,12 +280,14 @@ class Supervisor:
 
         timeout = self.drain_timeout if graceful else 0.0
         deadline = time.monotonic() + timeout
-        log.info(
-            "stopping %s, %d workers, drain timeout %.1f s",
-            "gracefully" if graceful else "immediately",
-            len(self._workers),
-            timeout,
-        )
+        if graceful:
+            log.info(
+                "stopping gracefully, %d workers, drain timeout %.1f s",
+                len(self._workers),
+                timeout,
+            )
+        else:
+            log.info("stopping immediately, killing %d workers", len(self._workers))
         self.kill_workers(signal.SIGTERM if graceful else signal.SIGKILL)
         self._stop_services(deadline)
         self._publish()
@@ -298,17 +300,17 @@ class Supervisor:
             self._dispatch_signals()
             self.reap_workers()
 
-        for worker in list(self._workers.values()):
-            log.warning(
-                "%s still running at the drain deadline, killing it",
-                worker,
-            )
-            self.kill_worker(worker.pid, signal.SIGKILL)
+        if graceful:
+            self._kill_stragglers()  # an immediate stop killed them above
         self._wait_workers()
         if self._services.running():
-            log.error(
-                "on_stop did not return within the drain timeout; exiting without it",
-            )
+            if self._stop_requested == "immediate":
+                log.warning("on_stop still running at the immediate stop; exiting")
+            else:
+                log.error(
+                    "on_stop did not return within the drain timeout; "
+                    "exiting without it"
+                )
         log.info("stopped, exit code %d", exit_code)
         return exit_code
 
@@ -640,6 +642,17 @@ class Supervisor:
         if worker.ready_fd >= 0:
             os.close(worker.ready_fd)
             worker.ready_fd = -1
+
+    def _kill_stragglers(self) -> None:
+        # A drain ends early when an immediate stop (SIGQUIT, a second
+        # SIGINT) comes during it; otherwise its deadline has passed.
+        if self._stop_requested == "immediate":
+            why = "still draining at the immediate stop"
+        else:
+            why = "still running at the drain deadline"
+        for worker in list(self._workers.values()):
+            log.warning("%s %s, killing it", worker, why)
+            self.kill_worker(worker.pid, signal.SIGKILL)
 
     def _wait_workers(self) -> None:
         # Blocking: every worker left has been sent SIGKILL.

@@ -350,6 +350,25 @@ def test_sighup_to_the_group_stops_the_cluster_gracefully(
     assert log.rstrip().endswith("stopped, exit code 0")
 
 
+def test_sigquit_stops_at_once_and_says_so(
+    launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = launch(cluster_env(f"sqlite:///{tmp_path}/cp.db", tmp_path))
+    workers = [w["pid"] for w in server.wait_ready(workers=2)["workers"]]
+
+    server.process.send_signal(signal.SIGQUIT)
+    assert server.process.wait(timeout=5) == 0
+    server.wait_group_gone()
+
+    log = server.log()
+    primary = f"primary {INSTANCE} pid {server.pid}: "
+    assert f"{primary}SIGQUIT received, stopping immediately" in log
+    assert f"{primary}stopping immediately, killing 2 workers" in log
+    for pid in workers:
+        assert f"(pid {pid}) exited with signal 9 (SIGKILL)" in log
+    assert "drain" not in log  # nothing was drained, so no deadline passed
+
+
 def test_primary_sigkill_takes_the_workers_down(
     launch: Callable[..., Server], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -471,8 +471,11 @@ def test_sighup_stays_ignored_under_nohup(cluster: Callable[..., Cluster]) -> No
 
 
 def test_sigquit_stops_immediately(cluster: Callable[..., Cluster]) -> None:
-    primary = cluster(drain_timeout=30)
-    primary.wait_ready()
+    def on_stop(deadline: float) -> None:
+        time.sleep(5)  # a cron execution that would take its time
+
+    primary = cluster(drain_timeout=30, on_start=lambda: None, on_stop=on_stop)
+    workers = primary.wait_ready()["workers"]
     failed: list[BaseException] = []
 
     def slow_request() -> None:
@@ -492,6 +495,54 @@ def test_sigquit_stops_immediately(cluster: Callable[..., Cluster]) -> None:
     slow.join(10)
     assert failed  # the in-flight request was cut off, as asked
     primary.wait_no_leftovers()
+    log = primary.log()
+    assert f"pid {primary.pid}: stopping immediately, killing 2 workers" in log
+    for pid in workers.values():
+        assert f"(pid {pid}) exited with signal 9 (SIGKILL)" in log
+    assert "on_stop still running at the immediate stop; exiting" in log
+    assert "drain" not in log  # nothing was drained
+
+
+@pytest.mark.parametrize(
+    ("signals", "drain_timeout", "why"),
+    [
+        ([signal.SIGTERM], 0.5, "still running at the drain deadline"),
+        ([signal.SIGTERM, signal.SIGQUIT], 30, "still draining at the immediate stop"),
+        ([signal.SIGINT, signal.SIGINT], 30, "still draining at the immediate stop"),
+    ],
+    ids=["deadline passed", "SIGQUIT while draining", "second SIGINT"],
+)
+def test_a_drain_cut_short_says_why(
+    cluster: Callable[..., Cluster],
+    signals: list[signal.Signals],
+    drain_timeout: float,
+    why: str,
+) -> None:
+    primary = cluster(drain_timeout=drain_timeout)
+    primary.wait_ready()
+    served: list[tuple[int, int]] = []
+    failed: list[BaseException] = []
+
+    def slow_request() -> None:
+        try:
+            served.append(primary.get("/?delay=5"))
+        except (OSError, http.client.HTTPException) as exc:
+            failed.append(exc)
+
+    slow = threading.Thread(target=slow_request)
+    slow.start()
+    time.sleep(0.3)  # the request is in a worker now
+    for signum in signals:
+        primary.signal(signum)
+        time.sleep(0.3)
+
+    assert primary.wait_exit() == EXIT_OK
+    slow.join(10)
+    assert failed and not served
+    primary.wait_no_leftovers()
+    # Only the worker holding the request was still there to be killed.
+    (line,) = [line for line in primary.log().splitlines() if "killing it" in line]
+    assert line.endswith(f") {why}, killing it"), line
 
 
 def test_primary_sigkill_takes_the_workers_down(
