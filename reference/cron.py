@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -55,7 +56,108 @@ class CronTask:
     tz: str = "UTC"
 
     def trigger(self) -> CronTrigger:
-        return CronTrigger.from_crontab(self.rule, timezone=ZoneInfo(self.tz))
+        return crontab_trigger(self.rule, self.tz)
+
+
+# crontab numbers the days of the week from Sunday: 0 and 7 are Sunday, 1 is
+# Monday. APScheduler 3 numbers them from Monday (0 is Monday, 6 Sunday, 7 an
+# error), and keeps that for compatibility within 3.x. Day names mean the
+# same day in both, so each numeric day-of-week item is rewritten as a list
+# of names: crontab's 1-5/2 becomes mon,wed,fri. A list and never a name
+# range, because APScheduler's name ranges run mon to sun: crontab's 0-6
+# would become sun-sat, which APScheduler refuses as backwards.
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab 0-6
+_APSCHEDULER_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_RANGE = re.compile(r"(?P<first>\d+)(?:-(?P<last>\d+)(?:/(?P<step>\d+))?)?")
+_EVERY_NTH_DAY = re.compile(r"\*/(?P<step>\d+)")
+_NAMED_DAYS = re.compile(r"(?P<first>[a-z]+)(?:-(?P<last>[a-z]+))?(?P<step>/.*)?", re.I)
+
+
+def crontab_trigger(rule: str, tz: str) -> CronTrigger:
+    """A CronTrigger for a five-field crontab rule in time zone tz, with the
+    days of the week numbered as crontab numbers them.
+
+    ``crontab_trigger("0 9 * * 1-5", "UTC")`` fires at 09:00 UTC from Monday
+    to Friday, as ``CronTrigger.from_crontab("0 9 * * mon,tue,wed,thu,fri")``
+    does. Raises ValueError for a rule or a time zone it cannot use.
+    """
+    fields = rule.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"cron rule {rule!r} has {len(fields)} fields; write five: minute "
+            "hour day-of-month month day-of-week, like '0 9 * * 1-5'"
+        )
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"time zone {tz!r} of cron rule {rule!r} is unknown; "
+            "use an IANA name, like 'Europe/Paris'"
+        ) from None
+
+    days = ",".join(_day_names(item, rule) for item in fields[4].split(","))
+    try:
+        return CronTrigger.from_crontab(" ".join([*fields[:4], days]), timezone=zone)
+    except ValueError as exc:
+        raise ValueError(f"cron rule {rule!r} is not valid: {exc}") from None
+
+
+def _day_names(item: str, rule: str) -> str:
+    """One day-of-week list item of rule, numbers turned into day names:
+    ``"1-5/2"`` gives ``"mon,wed,fri"``; names and ``*`` come back as given."""
+    if every := _EVERY_NTH_DAY.fullmatch(item):
+        return _numbered_days(item, rule, 0, 6, int(every["step"]))
+    if numbers := _DAY_RANGE.fullmatch(item):
+        first = int(numbers["first"])
+        last = int(numbers["last"] or first)
+        return _numbered_days(item, rule, first, last, int(numbers["step"] or 1))
+    if named := _NAMED_DAYS.fullmatch(item):
+        _check_named_days(named, item, rule)
+    elif any(char.isdigit() for char in item):
+        raise ValueError(
+            f"day of week {item!r} in cron rule {rule!r} is not a crontab form; "
+            "write a number, a range or a step, like 1, 1-5, */2 or 1-5/2"
+        )
+    return item  # names, "*", or something from_crontab reports
+
+
+def _numbered_days(item: str, rule: str, first: int, last: int, step: int) -> str:
+    if not 0 <= first <= 7 or not 0 <= last <= 7:
+        raise ValueError(
+            f"day of week {item!r} in cron rule {rule!r} is out of range; days "
+            "run 0-7 from Sunday (0 and 7 are both Sunday), or use names like mon"
+        )
+    if first > last:
+        raise ValueError(
+            f"day-of-week range {item!r} in cron rule {rule!r} runs backwards; "
+            "write it low to high, like 1-5"
+        )
+    if step < 1:
+        raise ValueError(
+            f"day-of-week step in {item!r} of cron rule {rule!r} must be 1 or more"
+        )
+    days = sorted({day % 7 for day in range(first, last + 1, step)})
+    return ",".join(_DAY_NAMES[day] for day in days)
+
+
+def _check_named_days(named: re.Match[str], item: str, rule: str) -> None:
+    # Two name forms APScheduler gets wrong quietly or explains badly.
+    if named["step"]:
+        raise ValueError(
+            f"day of week {item!r} in cron rule {rule!r} has a step on day names, "
+            "which APScheduler 3 ignores; write it with numbers, like 1-5/2"
+        )
+    first, last = named["first"].lower(), (named["last"] or "").lower()
+    if (
+        first in _APSCHEDULER_DAYS
+        and last in _APSCHEDULER_DAYS
+        and _APSCHEDULER_DAYS.index(first) > _APSCHEDULER_DAYS.index(last)
+    ):
+        raise ValueError(
+            f"day-of-week range {item!r} in cron rule {rule!r} runs backwards: "
+            "APScheduler's day names run mon to sun; write a list, like "
+            "sun,mon-sat, or numbers, like 0-6"
+        )
 
 
 # APScheduler 3 calls a job with the arguments it was added with and never

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.triggers.cron import CronTrigger
 from freezegun import freeze_time
 from sqlalchemy import Engine, select
 
@@ -12,6 +14,7 @@ from reference.cron import (
     CronContext,
     CronService,
     CronTask,
+    crontab_trigger,
     occurrence_at,
     previous_occurrence,
 )
@@ -63,6 +66,137 @@ def test_previous_occurrence() -> None:
     ).trigger()
     assert occurrence_at(paris, at("2026-07-01T07:00:01")) == at("2026-07-01T07:00")
     assert previous_occurrence(paris, at("2026-07-01T07:00")) == at("2026-06-30T07:00")
+
+
+# Thursday 2026-01-01 to Wednesday 2026-01-07: every weekday once.
+WEEK = at("2026-01-01T00:00")
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+EVERY_DAY = set(DAYS)
+WEEKDAYS = {"Mon", "Tue", "Wed", "Thu", "Fri"}
+
+
+def fire_days(trigger: CronTrigger) -> set[str]:
+    """The days of the week on which trigger fires in WEEK."""
+    days = set()
+    fire = trigger.get_next_fire_time(None, WEEK)
+    while fire is not None and fire < WEEK + timedelta(days=7):
+        days.add(DAYS[fire.weekday()])
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return days
+
+
+def test_crontab_day_numbers_count_from_sunday() -> None:
+    thursday = CronTask(task=TASKS["daily-digest"].task, rule="0 9 * * 4").trigger()
+    assert thursday.get_next_fire_time(None, WEEK) == at("2026-01-01T09:00")
+
+
+@pytest.mark.parametrize(
+    ("days", "expected"),
+    [
+        ("4", {"Thu"}),
+        ("0", {"Sun"}),
+        ("7", {"Sun"}),
+        ("0,7", {"Sun"}),
+        ("1,3", {"Mon", "Wed"}),
+        ("1-5", WEEKDAYS),
+        ("0-6", EVERY_DAY),
+        ("0-7", EVERY_DAY),
+        ("5-7", {"Fri", "Sat", "Sun"}),
+        ("*", EVERY_DAY),
+        ("*/2", {"Sun", "Tue", "Thu", "Sat"}),
+        ("*/7", {"Sun"}),
+        ("1-5/2", {"Mon", "Wed", "Fri"}),
+        ("0-6/3", {"Sun", "Wed", "Sat"}),
+        ("mon-fri", WEEKDAYS),
+        ("sat,sun", {"Sat", "Sun"}),
+        ("MON", {"Mon"}),
+        ("sun,3", {"Sun", "Wed"}),
+    ],
+)
+def test_crontab_trigger_reads_days_as_crontab_does(
+    days: str, expected: set[str]
+) -> None:
+    assert fire_days(crontab_trigger(f"0 9 * * {days}", "UTC")) == expected
+
+
+@pytest.mark.parametrize(
+    "rule",
+    ["*/15 9-17 1,15 jan-jun *", "0 9 last * mon-fri", "30 8 * * sat,sun", "0 0 * * *"],
+)
+def test_crontab_trigger_leaves_names_and_the_other_fields_alone(rule: str) -> None:
+    trigger = crontab_trigger(rule, "Europe/Paris")
+    assert str(trigger) == str(CronTrigger.from_crontab(rule, "Europe/Paris"))
+    assert trigger.timezone == ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("rule", "tz", "message"),
+    [
+        (
+            "0 9 * *",
+            "UTC",
+            r"^cron rule '0 9 \* \*' has 4 fields; write five: minute hour "
+            r"day-of-month month day-of-week, like '0 9 \* \* 1-5'$",
+        ),
+        ("0 9 * * * *", "UTC", r"^cron rule '0 9 \* \* \* \*' has 6 fields"),
+        ("", "UTC", r"^cron rule '' has 0 fields"),
+        (
+            "0 9 * * 8",
+            "UTC",
+            r"^day of week '8' in cron rule '0 9 \* \* 8' is out of range; days "
+            r"run 0-7 from Sunday \(0 and 7 are both Sunday\), or use names "
+            r"like mon$",
+        ),
+        ("0 9 * * 1-9", "UTC", r"^day of week '1-9' in .* is out of range"),
+        (
+            "0 9 * * 5-1",
+            "UTC",
+            r"^day-of-week range '5-1' in cron rule '0 9 \* \* 5-1' runs "
+            r"backwards; write it low to high, like 1-5$",
+        ),
+        (
+            "0 9 * * */0",
+            "UTC",
+            r"^day-of-week step in '\*/0' of cron rule .* must be 1 or more$",
+        ),
+        (
+            "0 9 * * 5/2",
+            "UTC",
+            r"^day of week '5/2' in cron rule .* is not a crontab form; write a "
+            r"number, a range or a step, like 1, 1-5, \*/2 or 1-5/2$",
+        ),
+        ("0 9 * * 1-fri", "UTC", r"^day of week '1-fri' in .* is not a crontab"),
+        (
+            "0 9 * * mon-fri/2",
+            "UTC",
+            r"^day of week 'mon-fri/2' in cron rule .* has a step on day names, "
+            r"which APScheduler 3 ignores; write it with numbers, like 1-5/2$",
+        ),
+        (
+            "0 9 * * sun-sat",
+            "UTC",
+            r"^day-of-week range 'sun-sat' in cron rule .* runs backwards: "
+            r"APScheduler's day names run mon to sun; write a list, like "
+            r"sun,mon-sat, or numbers, like 0-6$",
+        ),
+        (
+            "61 9 * * *",
+            "UTC",
+            r"^cron rule '61 9 \* \* \*' is not valid: .*maximum value \(59\)",
+        ),
+        ("0 9 * * xyz", "UTC", r"^cron rule .* is not valid: .*weekday name"),
+        (
+            "0 9 * * *",
+            "Mars/Olympus",
+            r"^time zone 'Mars/Olympus' of cron rule '0 9 \* \* \*' is unknown; "
+            r"use an IANA name, like 'Europe/Paris'$",
+        ),
+        ("0 9 * * *", "", r"^time zone '' of cron rule .* is unknown"),
+    ],
+)
+def test_crontab_trigger_refuses_bad_rules(rule: str, tz: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        crontab_trigger(rule, tz)
 
 
 def _article(
