@@ -101,7 +101,9 @@ class Instance:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env}
+        # Temporary files in the instance's own folder: one killed by SIGKILL
+        # (a cluster primary's state file) is left with the run, not in /tmp.
+        env = {**os.environ, "TMPDIR": str(self.workdir), **self.env}
         self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = Popen(

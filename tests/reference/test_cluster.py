@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -163,6 +162,8 @@ def cluster_env(database_url: str, tmp_path: Path, **more: str) -> dict[str, str
         "CLUSTERPROOF_ADMIN__TOKEN": TOKEN,
         "CLUSTERPROOF_WEBHOOKS__SECRET": SECRET,
         "CLUSTERPROOF_UPLOADS__DIR": str(tmp_path / "uploads"),
+        # A primary killed by SIGKILL leaves its state folder in the test's.
+        "TMPDIR": str(tmp_path),
         **more,
     }
 
@@ -233,9 +234,7 @@ def test_cluster_serves_from_workers_and_delivers_from_the_primary(
         assert replaced["restarts"] == 1
         assert server.served_by() != victim
 
-        run_dirs = list(
-            Path(tempfile.gettempdir()).glob(f"clusterproof-{server.pid}-*")
-        )
+        run_dirs = list(tmp_path.glob(f"clusterproof-{server.pid}-*"))  # TMPDIR
         assert len(run_dirs) == 1
         terminated = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
