@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import tomllib
@@ -10,7 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -22,6 +23,7 @@ from pydantic_settings import (
 
 MAX_WORKERS = 256
 MAX_DRAIN_SECONDS = 3600
+MAX_SHOWN = 80  # characters of a bad value quoted back
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -249,6 +251,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     path = config_file or os.environ.get("CLUSTERPROOF_CONFIG")
     if path:
         _check_config_file(Path(path))
+    _check_sections_in_env()
     token = _config_file.set(Path(path) if path else None)
     try:
         return Settings(**overrides)
@@ -263,8 +266,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             f"config file {str(path)!r} cannot be read ({exc.strerror}); "
             "make it readable or pass another with --config or CLUSTERPROOF_CONFIG"
         ) from None
-    except ValueError as exc:  # malformed JSON in an environment variable
-        raise ConfigError(f"cannot read settings: {exc}") from None
     finally:
         _config_file.reset(token)
 
@@ -283,6 +284,39 @@ def _check_config_file(path: Path) -> None:
         f"config file {str(path)!r} {problem}; pass a TOML file with --config "
         "or CLUSTERPROOF_CONFIG"
     )
+
+
+def _check_sections_in_env() -> None:
+    """Raise ConfigError naming the variable that gives a section as bad JSON.
+
+    CLUSTERPROOF_SERVER (or CLUSTERPROOF_SERVER__CLUSTER) holds a whole section
+    as JSON; pydantic-settings names only the field when it cannot parse one.
+    """
+    prefix = Settings.model_config["env_prefix"]
+    delimiter = Settings.model_config["env_nested_delimiter"]
+    assert prefix and delimiter
+    for name, value in os.environ.items():
+        if not name.upper().startswith(prefix):
+            continue
+        section: type[BaseModel] = Settings
+        for part in name[len(prefix) :].lower().split(delimiter):
+            inner = section.model_fields.get(part)
+            if inner is None or not _is_section(inner.annotation):
+                break  # one value, or not a setting: validation judges it
+            section = inner.annotation
+        else:
+            try:
+                json.loads(value)
+            except ValueError:
+                raise ConfigError(
+                    f"{name} gives a whole section, so it must be a JSON object, "
+                    f"got {value[:MAX_SHOWN]!r}; or set one value, as "
+                    f"{name}{delimiter}<setting>"
+                ) from None
+
+
+def _is_section(annotation: object) -> TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+URL_MAX_LENGTH = 2048  # the url columns of subscriptions and deliveries
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in Python, naive UTC in the database.
@@ -85,7 +87,7 @@ class WebhookSubscription(Base):
     __tablename__ = "webhook_subscriptions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    url: Mapped[str] = mapped_column(String(2048))
+    url: Mapped[str] = mapped_column(String(URL_MAX_LENGTH))
     events: Mapped[list[str]] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
@@ -146,7 +148,7 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     subscription_id: Mapped[int]
-    url: Mapped[str] = mapped_column(String(2048))
+    url: Mapped[str] = mapped_column(String(URL_MAX_LENGTH))
     webhook_id: Mapped[str] = mapped_column(String(255))
     attempt: Mapped[int]
     status_code: Mapped[int | None]

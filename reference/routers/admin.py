@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from reference.cluster_state import ClusterStateUnavailable, cluster_status
 from reference.models import (
+    URL_MAX_LENGTH,
     Base,
     CronExecution,
     Delivery,
@@ -57,6 +58,13 @@ class SubscriptionIn(BaseModel):
     url: AnyHttpUrl
     events: list[str] = Field(min_length=1, max_length=len(EVENT_NAMES))
     enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _fits(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(url)) > URL_MAX_LENGTH:
+            raise ValueError(f"url must be at most {URL_MAX_LENGTH} characters long")
+        return url
 
     @field_validator("events")
     @classmethod

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from reference.models import URL_MAX_LENGTH
 from tests.reference.support import strict_json
 
 LEDGERS = [
@@ -50,6 +51,21 @@ def test_bad_subscription_is_422(client: TestClient, admin: dict[str, str]) -> N
     ]:
         response = client.post("/admin/webhooks", json=body, headers=admin)
         assert response.status_code == 422, body
+
+
+def test_subscription_url_must_fit_its_column(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """PostgreSQL refuses a longer url, so it must be a 422, not a 500."""
+    longest = "http://x/" + "a" * (URL_MAX_LENGTH - len("http://x/"))
+    for url, status in [(longest, 201), (longest + "a", 422)]:
+        response = client.post(
+            "/admin/webhooks",
+            json={"url": url, "events": ["entry.create"]},
+            headers=admin,
+        )
+        assert response.status_code == status, len(url)
+    assert f"at most {URL_MAX_LENGTH} characters" in response.text
 
 
 def test_unsafe_subscription_is_a_small_422(

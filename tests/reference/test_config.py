@@ -56,6 +56,29 @@ def test_instance_type_is_primary_or_worker(monkeypatch: pytest.MonkeyPatch) -> 
         load_settings()
 
 
+@pytest.mark.parametrize(
+    "name", ["CLUSTERPROOF_SERVER", "clusterproof_server__cluster"]
+)
+def test_a_section_in_env_must_be_json(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, "{port: 2}")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{name} gives a whole section, so it must be a JSON object, "
+        rf"got '{{port: 2}}'; or set one value, as {name}__<setting>$",
+    ):
+        load_settings()
+
+
+def test_a_section_in_env_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "CLUSTERPROOF_SERVER", '{"port": 2000, "cluster": {"workers": 3}}'
+    )
+    server = load_settings().server
+    assert (server.port, server.cluster.workers) == (2000, 3)
+
+
 def test_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "server.toml"
     config.write_text(
