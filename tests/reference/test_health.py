@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+
+from harness.topology import free_port
+from reference.db import make_engine
 
 
 def test_health(client: TestClient, engine: Engine) -> None:
@@ -14,3 +20,16 @@ def test_health(client: TestClient, engine: Engine) -> None:
     unready = client.get("/_health/ready")
     assert unready.status_code == 503
     assert unready.json()["reason"] == "schema at 0002, head is 0004"
+
+
+def test_unready_without_the_database(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/cms"
+    client.app.state.engine = make_engine(dead)  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="reference.routers.health"):
+        unready = client.get("/_health/ready")
+    assert unready.status_code == 503
+    assert unready.json() == {"status": "unready", "reason": "database unreachable"}
+    assert "postgres:***@127.0.0.1" in caplog.text
+    assert "secret" not in caplog.text
