@@ -120,8 +120,8 @@ def setups_table(result: dict[str, Any]) -> Table:
     mix = result["load"].get("settings", {}).get("mix", "?")
     table = Table(title=f"{result['scenario']} ({mix} mix)")
     table.add_column("setup")
-    for column in ("runs", "rps", "p50 ms", "p95 ms", "p99 ms", "errors",
-                   "CPU s/1k req", "Locust CPU %", "balance"):  # fmt: skip
+    for column in ("runs", "rps", "rps spread", "p50 ms", "p95 ms", "p99 ms",
+                   "errors", "CPU s/1k req", "Locust CPU %", "balance"):  # fmt: skip
         table.add_column(column, justify="right")
     for row in result["load"].get("setups", []):
         saturated = " (saturated)" if row["generator_saturated"] else ""
@@ -129,6 +129,7 @@ def setups_table(result: dict[str, Any]) -> Table:
             row["setup"],
             str(row["rounds"]),
             f"{row['rps']:.0f}",
+            "-" if row["rps_spread"] is None else f"{row['rps_spread']:.0%}",
             f"{row['p50_ms']:.0f}",
             f"{row['p95_ms']:.0f}",
             f"{row['p99_ms']:.0f}",

@@ -84,6 +84,10 @@ def by_setup(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["rounds"] = len(runs)
         for key in PER_ROUND:
             row[key] = round(statistics.median(run[key] for run in runs), 4)
+        # How far the rounds of one setup disagree: a ratio between two
+        # setups that differs from 1 by less than this is within the noise.
+        rps = [run["rps"] for run in runs]
+        row["rps_spread"] = _ratio(max(rps) - min(rps), row["rps"])
         balances = [run["balance"] for run in runs]
         row["balance"] = None if None in balances else max(balances)
         row["idle_workers"] = max(run["idle_workers"] for run in runs)

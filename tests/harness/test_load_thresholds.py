@@ -198,6 +198,7 @@ def test_a_setup_row_is_the_median_of_its_rounds() -> None:
     assert row["rounds"] == 3
     # The disturbed third round does not drag the row down as a mean would.
     assert row["rps"] == 300.0
+    assert row["rps_spread"] == round((310 - 90) / 300, 4)
 
 
 def test_a_failing_roles_point_breaks_the_error_threshold() -> None:
