@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -118,23 +119,30 @@ def run_load(args: argparse.Namespace, console: Console) -> int:
 
 def setups_table(result: dict[str, Any]) -> Table:
     mix = result["load"].get("settings", {}).get("mix", "?")
-    table = Table(title=f"{result['scenario']} ({mix} mix)")
-    table.add_column("setup")
-    for column in ("runs", "rps", "rps spread", "p50 ms", "p95 ms", "p99 ms",
-                   "errors", "CPU s/1k req", "Locust CPU %", "balance"):  # fmt: skip
-        table.add_column(column, justify="right")
+    table = Table(
+        title=f"{result['scenario']} ({mix} mix)",
+        caption="medians of the rounds (p99 and each round: the report); "
+        "spread: highest minus lowest round over the median; p50 and p95 in "
+        "ms; CPU: server CPU-seconds per 1000 requests; Locust: its busiest "
+        "process, % of a core",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    table.add_column("setup", no_wrap=True)
+    for column in ("rps", "spread", "p50", "p95", "errors", "CPU", "Locust",
+                   "balance"):  # fmt: skip
+        table.add_column(column, justify="right", min_width=len(column))
     for row in result["load"].get("setups", []):
         saturated = " (saturated)" if row["generator_saturated"] else ""
         table.add_row(
             row["setup"],
-            str(row["rounds"]),
             f"{row['rps']:.0f}",
             "-" if row["rps_spread"] is None else f"{row['rps_spread']:.0%}",
             f"{row['p50_ms']:.0f}",
             f"{row['p95_ms']:.0f}",
-            f"{row['p99_ms']:.0f}",
-            f"{row['error_rate']:.2%}",
-            f"{row['cpu_s_per_1k']:.3f}",
+            f"{row['error_rate']:.1%}",
+            f"{row['cpu_s_per_1k']:.2f}",
             f"{row['generator_busiest_percent']:.0f}{saturated}",
             "-" if row["balance"] is None else f"{row['balance']:.2f}",
         )

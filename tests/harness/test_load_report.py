@@ -10,7 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from harness.load import figures
+from harness.load.command import setups_table
 from harness.report import write_run_report
 from tests.harness.test_load_thresholds import point, sweep
 
@@ -129,3 +132,15 @@ def test_roles_table_shows_idle_figures_where_measured(tmp_path: Path) -> None:
     cells = {name: re.findall(number, row) for name, row in rows}
     assert cells["content-api"][:3] == ["0.04", "91.5", "190.0"]
     assert cells["full+1-content-api"][:3] == ["-", "-", "300.0"]
+
+
+def test_the_terminal_table_fits_80_columns() -> None:
+    result = load_result()
+    console = Console(width=80, record=True)
+    console.print(setups_table(result))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text  # rich cuts a cell short with an ellipsis
+    for row in result["load"]["setups"]:
+        assert f"{row['setup']} " in text
+        assert f"{row['rps']:.0f}" in text
