@@ -25,7 +25,7 @@ from typing import Any
 from harness import database
 from harness.checker import Expected, Ledgers, check, summary
 from harness.claims import evaluate
-from harness.clock import ClockError, PinnedClock, format_instant
+from harness.clock import ClockError, PinnedClock, format_instant, parse_instant
 from harness.database import DatabaseError
 from harness.faults import (
     FaultError,
@@ -121,7 +121,7 @@ def expected_publishes(
     reference's publish-scheduled task does."""
     publishing = {task.name for task in scenario.tasks if task.effect == "publish"}
     fires = [
-        datetime.fromisoformat(fire.replace("Z", "+00:00"))
+        parse_instant(fire)
         for name, fire in expected_occurrences(scenario)
         if name in publishing
     ]
@@ -303,7 +303,7 @@ class ScenarioRun:
         if not fires or not booted:
             return
         at, task = fires[0]
-        first = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        first = parse_instant(at)
         last = max(booted, key=lambda name: booted[name])
         ago = time.monotonic() - booted[last]
         ready_at = self.clock.now() - timedelta(seconds=ago)

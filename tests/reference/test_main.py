@@ -170,19 +170,7 @@ def test_command_line_values_that_are_falsy_still_count() -> None:
 def test_port_0_serves_on_a_free_port_and_logs_it(
     tmp_path: Path, args: list[str], env: dict[str, str]
 ) -> None:
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "reference", *args],
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "DATABASE_URL": f"sqlite:///{tmp_path}/cp.db",
-                **env,
-            },
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    server, log_path = launch(tmp_path, args, env)
     try:
         wait_for(lambda: "serving on " in log_path.read_text(), timeout=30)
         found = re.search(r"serving on 127\.0\.0\.1:(\d+)$", log_path.read_text(), re.M)
@@ -198,24 +186,37 @@ def test_port_0_serves_on_a_free_port_and_logs_it(
             server.wait()
 
 
+def launch(
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """python -m reference alone on SQLite in tmp_path; the process and the
+    log file its stderr goes to."""
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "reference", *args],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "DATABASE_URL": f"sqlite:///{tmp_path}/cp.db",
+                **(env or {}),
+            },
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    return server, log_path
+
+
 def start_server(
     tmp_path: Path, *, prefix: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """python -m reference alone on a free port, once it answers; the
     process, its port and its log file."""
     port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "reference", "--port", str(port)],
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "DATABASE_URL": f"sqlite:///{tmp_path}/cp.db",
-            },
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    server, log_path = launch(tmp_path, ["--port", str(port)], prefix=prefix)
     try:
         wait_for(lambda: server.poll() is None and _live(port), timeout=30)
     except BaseException:
